@@ -1,0 +1,61 @@
+# Sidestream operator commands. Every target is a thin call to the `sidestream` CLI
+# (or to a standard tool); `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SS := $(BIN)/sidestream
+STAMP := $(VENV)/.installed
+W ?= audit
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup lock up down status migrate topics worker demo test test-all chaos lint fmt typecheck schemas-check clean
+
+help: ## List every target with one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install the pinned, hash-checked dependencies
+	@echo "setup: $(VENV) is ready"
+
+lock: $(STAMP) ## Re-pin dependencies with hashes into requirements.lock (after editing pyproject.toml)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 --no-header -o requirements.lock
+
+up: $(STAMP) ## Start the local Kafka (tansu), Postgres and Redis and wait until healthy
+	$(SS) dev up
+
+down: $(STAMP) ## Stop the local servers that `make up` started
+	$(SS) dev down
+
+status: $(STAMP) ## Show each local server: PID, address, health
+	$(SS) dev status
+
+demo: $(STAMP) ## Run the main job end to end on the local stack and print a summary
+	$(SS) demo
+
+test: $(STAMP) ## Run the test suite (starts the local stack it needs)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## Run every test, including the slow chaos-marked ones
+	$(BIN)/pytest -m 'not bench' $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check + format check + import layering contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+fmt: $(STAMP) ## Format and auto-fix with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP) ## mypy --strict over the code and tests
+	$(BIN)/mypy runtime schemas producers consumers services sidestream tests
+
+clean: down ## Stop servers and remove the local stack's data (.stack/)
+	rm -rf .stack

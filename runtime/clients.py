@@ -1,0 +1,106 @@
+"""Client factories for Kafka, Postgres and Redis, built from :class:`Settings`.
+
+This is the one place where settings become librdkafka's dotted keys, a psycopg pool or
+a Redis connection pool, so security options and timeouts are applied everywhere alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import redis
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from psycopg_pool import ConnectionPool
+
+from runtime.settings import Settings
+
+
+def kafka_common_config(settings: Settings) -> dict[str, Any]:
+    """Connection and security properties shared by every Kafka client."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+    if settings.kafka_sasl_username:
+        config["sasl.username"] = settings.kafka_sasl_username
+    if settings.kafka_sasl_password is not None:
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    if settings.kafka_ssl_ca_location is not None:
+        config["ssl.ca.location"] = str(settings.kafka_ssl_ca_location)
+    config.update(settings.kafka_extra)
+    return config
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """An idempotent, acks=all producer config; ``overrides`` use librdkafka's keys."""
+    config = kafka_common_config(settings)
+    config.update(
+        {
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "lz4",
+            "linger.ms": 5,
+        }
+    )
+    config.update(overrides)
+    return config
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """A manual-commit consumer config for ``group_id``."""
+    config = kafka_common_config(settings)
+    config.update(
+        {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": min(3000, settings.session_timeout_ms // 3),
+        }
+    )
+    config.update(overrides)
+    return config
+
+
+def kafka_producer(settings: Settings, **overrides: Any) -> Producer:
+    return Producer(producer_config(settings, **overrides))
+
+
+def kafka_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    return Consumer(consumer_config(settings, group_id, **overrides))
+
+
+def kafka_admin(settings: Settings, **overrides: Any) -> AdminClient:
+    config = kafka_common_config(settings)
+    config.update(overrides)
+    return AdminClient(config)
+
+
+def postgres_connect(settings: Settings, **kwargs: Any) -> psycopg.Connection[Any]:
+    """One Postgres connection (for CLI commands and migrations)."""
+    return psycopg.connect(settings.postgres_dsn.get_secret_value(), **kwargs)
+
+
+def postgres_pool(settings: Settings, *, name: str = "sidestream", **kwargs: Any) -> ConnectionPool:
+    """An opened psycopg pool sized from settings; close it on shutdown."""
+    pool = ConnectionPool(
+        settings.postgres_dsn.get_secret_value(),
+        min_size=settings.postgres_pool_min,
+        max_size=settings.postgres_pool_max,
+        name=name,
+        open=False,
+        **kwargs,
+    )
+    pool.open()
+    return pool
+
+
+def redis_client(settings: Settings, **kwargs: Any) -> redis.Redis:
+    """A Redis client over its own connection pool."""
+    options: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+    options.update(kwargs)
+    return redis.Redis.from_url(settings.redis_url.get_secret_value(), **options)

@@ -1,0 +1,1 @@
+"""The ``sidestream`` command line: the outermost layer. Nothing imports this package."""

@@ -1,0 +1,3 @@
+from sidestream.main import main
+
+main()

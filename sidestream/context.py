@@ -1,0 +1,20 @@
+"""What every command needs: settings read once at the edge, and logging set up."""
+
+from __future__ import annotations
+
+import functools
+
+from rich.console import Console
+
+from runtime import Settings, configure_logging, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@functools.cache
+def settings() -> Settings:
+    """Settings from the environment, read once per process (raises ConfigError)."""
+    loaded = load_settings()
+    configure_logging(loaded.log_level, loaded.log_format)
+    return loaded

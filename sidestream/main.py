@@ -1,0 +1,28 @@
+"""Entry point of the ``sidestream`` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from runtime import RuntimeSetupError
+from sidestream import dev
+from sidestream.context import err_console
+
+app = typer.Typer(
+    help="Sidestream: take slow side effects off the request path.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(dev.app, name="dev")
+
+
+def main() -> None:
+    """Run the CLI; configuration and stack problems print one line and exit 2."""
+    try:
+        app()
+    except RuntimeSetupError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,143 @@
+"""Session-scoped real servers and per-test isolation by unique names.
+
+The servers come from the project's own launcher (``runtime.localstack``), or from
+testcontainers when ``SIDESTREAM_TEST_STACK=docker`` (or ``auto`` with an engine). A
+session reuses a stack that is already up (``make up``) and stops only what it started.
+Every test gets fresh topic, group, schema and key-prefix names, and cleans them up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported, not in __all__
+from psycopg import sql
+
+from runtime import Settings, load_settings
+from runtime.clients import kafka_admin, postgres_connect, redis_client
+from runtime.localstack import LocalStack, docker_available
+
+NameFactory = Callable[[str], str]
+
+
+def _docker_settings(base: Settings, stack: contextlib.ExitStack) -> Settings:
+    """Start Apache Kafka, Postgres and Redis containers and point settings at them."""
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+    from testcontainers.redis import RedisContainer
+
+    kafka = stack.enter_context(KafkaContainer("apache/kafka:3.9.1").with_kraft())
+    postgres = stack.enter_context(
+        PostgresContainer(
+            "postgres:17", username="postgres", password="postgres", dbname="sidestream"
+        )
+    )
+    cache = stack.enter_context(RedisContainer("valkey/valkey:8"))
+    pg_host, pg_port = postgres.get_container_host_ip(), postgres.get_exposed_port(5432)
+    return base.with_overrides(
+        kafka_bootstrap_servers=kafka.get_bootstrap_server(),
+        postgres_dsn=f"postgresql://postgres:postgres@{pg_host}:{pg_port}/sidestream",
+        redis_url=f"redis://{cache.get_container_host_ip()}:{cache.get_exposed_port(6379)}/0",
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Iterator[Settings]:
+    """Settings pointing at running Kafka, Postgres and Redis for the whole session."""
+    base = load_settings()
+    use_docker = base.test_stack == "docker" or (base.test_stack == "auto" and docker_available())
+    with contextlib.ExitStack() as cleanup:
+        if use_docker:
+            yield _docker_settings(base, cleanup)
+            return
+        local = LocalStack(base)
+        started_here = not local.is_up()
+        local.up()
+        if started_here:
+            cleanup.callback(local.down)
+        yield base
+
+
+@pytest.fixture
+def unique() -> NameFactory:
+    """Make names no other test (or earlier run) uses: ``unique("audit")`` → ``audit_3f9a…``."""
+    token = uuid.uuid4().hex[:10]
+    return lambda prefix: f"{prefix}_{token}"
+
+
+@pytest.fixture(scope="session")
+def admin(stack_settings: Settings) -> AdminClient:
+    return kafka_admin(stack_settings)
+
+
+@pytest.fixture
+def make_topic(admin: AdminClient, unique: NameFactory) -> Iterator[Callable[..., str]]:
+    """Create uniquely named topics; they are deleted after the test (the local broker
+    keeps every message in memory, so leaving topics behind grows it)."""
+    created: list[str] = []
+
+    def create(prefix: str = "topic", partitions: int = 3, **config: str) -> str:
+        name = f"{unique(prefix)}_{len(created)}"
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)]
+        )
+        futures[name].result(timeout=15)
+        created.append(name)
+        return name
+
+    yield create
+    if created:
+        for future in admin.delete_topics(created, operation_timeout=15).values():
+            with contextlib.suppress(Exception):
+                future.result(timeout=15)
+
+
+@pytest.fixture
+def topic(make_topic: Callable[..., str]) -> str:
+    """One fresh three-partition topic."""
+    return make_topic()
+
+
+@pytest.fixture
+def pg_conn(stack_settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    with postgres_connect(stack_settings, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def pg_schema(pg_conn: psycopg.Connection[Any], unique: NameFactory) -> Iterator[str]:
+    """A fresh Postgres schema, dropped (with everything in it) after the test."""
+    name = unique("t")
+    pg_conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    yield name
+    pg_conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def redis_conn(stack_settings: Settings) -> Iterator[redis.Redis]:
+    client = redis_client(stack_settings)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def key_prefix(redis_conn: redis.Redis, unique: NameFactory) -> Iterator[str]:
+    """A Redis key prefix of the test's own; its keys are deleted afterwards."""
+    prefix = unique("test") + ":"
+    yield prefix
+    keys = list(redis_conn.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        redis_conn.delete(*keys)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Any test that uses the real servers is an integration test, marked or not.
+    for item in items:
+        if "stack_settings" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)

@@ -36,6 +36,15 @@ down: $(STAMP) ## Stop the local servers that `make up` started
 status: $(STAMP) ## Show each local server: PID, address, health
 	$(SS) dev status
 
+migrate: $(STAMP) ## Create or upgrade every table (versioned, idempotent)
+	$(SS) db migrate
+
+worker: $(STAMP) ## Run one worker until Ctrl-C/SIGTERM: make worker W=audit|analytics|notifications
+	$(SS) worker run $(W)
+
+schemas-check: $(STAMP) ## Fail if any Avro schema breaks compatibility with its earlier versions
+	$(SS) schemas check
+
 demo: $(STAMP) ## Run the main job end to end on the local stack and print a summary
 	$(SS) demo
 

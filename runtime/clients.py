@@ -80,22 +80,43 @@ def kafka_admin(settings: Settings, **overrides: Any) -> AdminClient:
     return AdminClient(config)
 
 
-def postgres_connect(settings: Settings, **kwargs: Any) -> psycopg.Connection[Any]:
+def _search_path(schema: str | None) -> dict[str, Any]:
+    # Every connection resolves unqualified table names in the configured schema, so the
+    # same SQL serves the live tables, a shadow schema and a test's private schema.
+    return {"options": f"-c search_path={schema},public"} if schema else {}
+
+
+def postgres_connect(
+    settings: Settings, *, schema: str | None = None, **kwargs: Any
+) -> psycopg.Connection[Any]:
     """One Postgres connection (for CLI commands and migrations)."""
-    return psycopg.connect(settings.postgres_dsn.get_secret_value(), **kwargs)
+    return psycopg.connect(
+        settings.postgres_dsn.get_secret_value(), **_search_path(schema), **kwargs
+    )
 
 
-def postgres_pool(settings: Settings, *, name: str = "sidestream", **kwargs: Any) -> ConnectionPool:
-    """An opened psycopg pool sized from settings; close it on shutdown."""
+def postgres_pool(
+    settings: Settings,
+    *,
+    name: str = "sidestream",
+    schema: str | None = None,
+    max_size: int | None = None,
+    timeout: float = 10.0,
+) -> ConnectionPool:
+    """An opened psycopg pool sized from settings, using ``schema`` (default: the
+    configured one) as search path; close it on shutdown."""
     pool = ConnectionPool(
         settings.postgres_dsn.get_secret_value(),
-        min_size=settings.postgres_pool_min,
-        max_size=settings.postgres_pool_max,
+        min_size=min(settings.postgres_pool_min, max_size or settings.postgres_pool_max),
+        max_size=max_size or settings.postgres_pool_max,
         name=name,
         open=False,
-        **kwargs,
+        timeout=timeout,
+        kwargs=_search_path(schema or settings.postgres_schema),
     )
-    pool.open()
+    # wait=False: a pool must be buildable while the database is down; connections are
+    # made (and retried by the pool) in the background.
+    pool.open(wait=False)
     return pool
 
 

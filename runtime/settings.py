@@ -73,10 +73,33 @@ class Settings(BaseSettings):
         description="Confluent Schema Registry URL; unset = Avro single-object encoding.",
     )
 
+    # --- Consumers ---------------------------------------------------------------------
+    consumer_batch_max_records: int = Field(
+        default=5000, ge=1, description="A batch closes at this many records..."
+    )
+    consumer_batch_max_wait_ms: int = Field(
+        default=200, ge=1, description="...or this long after its first record."
+    )
+    consumer_retry_deadline_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Transient-error retries of one batch before the worker reports unready "
+        "(it keeps retrying, paused, until the database returns).",
+    )
+    consumer_shutdown_deadline_s: float = Field(
+        default=20.0, gt=0, description="SIGTERM: finish the batch and leave the group within this."
+    )
+    consumer_max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+
     # --- Postgres and Redis ----------------------------------------------------------
     postgres_dsn: SecretStr = Field(
         default=SecretStr("postgresql://postgres@127.0.0.1:5432/sidestream"),
         description="Postgres connection string (libpq URI).",
+    )
+    postgres_schema: str = Field(
+        default="public",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="Schema holding Sidestream's tables (a shadow schema for backfills).",
     )
     postgres_pool_min: int = Field(default=1, ge=0)
     postgres_pool_max: int = Field(default=8, ge=1)

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from runtime import RuntimeSetupError
-from sidestream import dev
+from sidestream import db, dev, schemas_cmd, worker
 from sidestream.context import err_console
 
 app = typer.Typer(
@@ -17,6 +17,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(dev.app, name="dev")
+app.add_typer(db.app, name="db")
+app.add_typer(worker.app, name="worker")
+app.add_typer(schemas_cmd.app, name="schemas")
 
 
 def main() -> None:

@@ -82,8 +82,10 @@ def make_topic(admin: AdminClient, unique: NameFactory) -> Iterator[Callable[...
     keeps every message in memory, so leaving topics behind grows it)."""
     created: list[str] = []
 
-    def create(prefix: str = "topic", partitions: int = 3, **config: str) -> str:
-        name = f"{unique(prefix)}_{len(created)}"
+    def create(
+        prefix: str = "topic", partitions: int = 3, *, name: str | None = None, **config: str
+    ) -> str:
+        name = name or f"{unique(prefix)}_{len(created)}"
         futures = admin.create_topics(
             [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)]
         )

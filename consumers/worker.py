@@ -1,0 +1,127 @@
+"""A sink worker process: one sink, one consumer group, metrics and probes, clean exit.
+
+Several processes with the same sink form one consumer group and split its partitions.
+SIGTERM or SIGINT → stop polling, finish the batch in hand, commit, leave the group;
+the exit code says whether that happened within the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from consumers.dead_letters import DeadLetters
+from consumers.metrics import ConsumerMetrics
+from consumers.runtime import BatchConfig, BatchRuntime, ExitStatus
+from consumers.sink import Sink
+from consumers.sinks import AnalyticsSink, AuditSink, NotificationsSink
+from runtime import ObservabilityServer, Settings
+from runtime.clients import kafka_consumer, kafka_producer, postgres_pool
+from schemas import EventDeserializer
+from schemas.topics import topic_for
+
+logger = logging.getLogger(__name__)
+
+SINKS: dict[str, Callable[[], Sink]] = {
+    "audit": AuditSink,
+    "analytics": AnalyticsSink,
+    "notifications": NotificationsSink,
+}
+
+
+def group_id_for(sink_name: str) -> str:
+    """The consumer group of a sink's workers."""
+    return f"sidestream.sink.{sink_name}"
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """What may differ between workers of one deployment (tests use fresh names)."""
+
+    sink: str
+    group_id: str | None = None
+    topics: tuple[str, ...] | None = None
+    schema: str | None = None
+
+
+def build_sink(name: str) -> Sink:
+    try:
+        return SINKS[name]()
+    except KeyError:
+        raise ValueError(f"unknown sink {name!r}; choose one of {', '.join(SINKS)}") from None
+
+
+def run_worker(
+    settings: Settings,
+    options: WorkerOptions,
+    *,
+    stop: threading.Event | None = None,
+    registry: CollectorRegistry = REGISTRY,
+    install_signal_handlers: bool = True,
+) -> ExitStatus:
+    """Run one sink worker until ``stop`` is set or a SIGTERM/SIGINT arrives."""
+    sink = build_sink(options.sink)
+    topics = list(options.topics or (topic_for(sink.event_type),))
+    group_id = options.group_id or group_id_for(sink.name)
+    stop = stop or threading.Event()
+    me = worker_id()
+    if install_signal_handlers:
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            logger.info("received %s: draining", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    consumer = kafka_consumer(
+        settings,
+        group_id,
+        **{
+            "client.id": me,
+            "max.poll.interval.ms": settings.consumer_max_poll_interval_ms,
+            # Fetch in large chunks: batches are thousands of records.
+            "fetch.min.bytes": 1,
+            "queued.max.messages.kbytes": 65536,
+        },
+    )
+    producer = kafka_producer(settings, **{"client.id": f"{me}-dlq"})
+    pool = postgres_pool(settings, name=f"{sink.name}-sink", schema=options.schema, max_size=2)
+    runtime = BatchRuntime(
+        sink=sink,
+        topics=topics,
+        group_id=group_id,
+        consumer=consumer,
+        pool=pool,
+        dead_letters=DeadLetters(producer, worker=me),
+        deserializer=EventDeserializer(schema_registry_url=settings.schema_registry_url),
+        metrics=ConsumerMetrics(registry),
+        worker_id=me,
+        config=BatchConfig.from_settings(settings),
+    )
+    logger.info("worker %s: sink %s, group %s, topics %s", me, sink.name, group_id, topics)
+    try:
+        with ObservabilityServer(
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            registry=registry,
+            ready=runtime.ready,
+        ):
+            status = runtime.run(stop)
+    finally:
+        producer.flush(5)
+        pool.close()
+    logger.info("worker %s stopped: %s", me, status.name.lower())
+    return status

@@ -1,0 +1,263 @@
+"""Event <-> bytes: `EventSerializer` for producers, `EventDeserializer` for consumers.
+
+Without a registry (the default, works anywhere), values use Avro single-object encoding: the
+writer schema travels as a fingerprint and is found among the versions kept in
+``schemas/avro/``. With a registry, values use the Confluent wire format (schema id), registered
+under the subject ``<topic>-value``. The deserializer reads both, whatever it is configured with.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from schemas._codec import Encoder, EventCodec, build_codec
+from schemas.catalog import default_catalog, fingerprint
+from schemas.errors import (
+    DecodeError,
+    RegistryError,
+    SchemaError,
+    UnknownSchemaError,
+    ValidationError,
+)
+from schemas.events import EVENT_TYPES, Event
+from schemas.registry import ConfluentSchemaRegistry, SchemaRegistry
+from schemas.wire import confluent_header, parse_framing, single_object_header
+
+__all__ = ["EventDeserializer", "EventSerializer", "validate"]
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def _codecs() -> dict[type[Event], EventCodec]:
+    """One compiled codec per event class, built once per process."""
+    catalog = default_catalog()
+    return {cls: build_codec(cls, catalog) for cls in EVENT_TYPES.values()}
+
+
+def _codec_for(event: object) -> EventCodec:
+    codec = _codecs().get(type(event))  # type: ignore[arg-type]
+    if codec is None:
+        raise ValidationError(
+            f"unknown event type: {type(event).__qualname__} is not one of "
+            f"{', '.join(cls.__name__ for cls in EVENT_TYPES.values())}",
+            field=None,
+        )
+    return codec
+
+
+def validate(event: Event) -> None:
+    """Check `event` against its schema; raise `ValidationError` naming the offending field.
+
+    The serializer does the same on every call; use this to fail early, e.g. in a request
+    handler before any side effect.
+    """
+    _codec_for(event).validate(event)
+
+
+def _registry_from(
+    url: str | None, config: Mapping[str, Any] | None, registry: SchemaRegistry | None
+) -> SchemaRegistry | None:
+    if registry is not None:
+        if url is not None or config is not None:
+            raise ValueError(
+                "pass either schema_registry or schema_registry_url/schema_registry_config"
+            )
+        if not isinstance(registry, SchemaRegistry):
+            raise TypeError(f"schema_registry must have register() and lookup(), got {registry!r}")
+        return registry
+    if url is None and config is not None:
+        url = config.get("url")
+        if not isinstance(url, str):
+            raise ValueError("schema_registry_config needs a 'url' (or pass schema_registry_url)")
+    if url is None:
+        return None
+    return ConfluentSchemaRegistry(url=url, config=config)
+
+
+class EventSerializer:
+    """Validates and encodes events for one producer. Safe to share between threads.
+
+    `schema_registry_url` / `schema_registry_config` (keys of confluent-kafka's
+    ``SchemaRegistryClient``) select the Confluent wire format, as does an injected
+    `schema_registry`; with none of them, values use Avro single-object encoding.
+    """
+
+    def __init__(
+        self,
+        *,
+        schema_registry_url: str | None = None,
+        schema_registry_config: Mapping[str, Any] | None = None,
+        schema_registry: SchemaRegistry | None = None,
+    ) -> None:
+        self._registry = _registry_from(
+            schema_registry_url, schema_registry_config, schema_registry
+        )
+        codecs = _codecs()
+        # Single-object plans are complete up front; Confluent plans are added per topic, on
+        # first use, once the schema is registered under "<topic>-value".
+        self._plans: dict[type[Event], tuple[Encoder, bytes]] = {
+            cls: (codec.encode, single_object_header(codec.current.fingerprint))
+            for cls, codec in codecs.items()
+        }
+        self._topic_plans: dict[tuple[type[Event], str], tuple[Encoder, bytes]] = {}
+
+    @property
+    def schema_registry(self) -> SchemaRegistry | None:
+        """The registry in use, or None for single-object encoding."""
+        return self._registry
+
+    def serialize(self, event: Event, topic: str) -> bytes:
+        """The message value for `event` on `topic`.
+
+        Raises `ValidationError` (naming the field) if the event does not match its schema,
+        `RegistryError` if the schema cannot be registered. Never sends anything.
+        """
+        if self._registry is None:
+            plan = self._plans.get(type(event))
+        else:
+            plan = self._topic_plans.get((type(event), topic))
+        if plan is None:
+            plan = self._plan(event, topic)
+        encode, header = plan
+        return encode(event, header)
+
+    def _plan(self, event: Event, topic: str) -> tuple[Encoder, bytes]:
+        codec = _codec_for(event)
+        if self._registry is None:  # pragma: no cover - every event type has a plan
+            return self._plans[codec.event_cls]
+        if not topic:
+            raise ValueError("topic must not be empty: it names the registry subject")
+        # Validate before registering: an invalid event must not leave a trace in the registry.
+        codec.validate(event)
+        subject = f"{topic}-value"
+        schema_id = self._registry.register(subject, codec.current.schema_str)
+        logger.info(
+            "registered %s v%d as schema id %d under %s",
+            codec.subject,
+            codec.current.version,
+            schema_id,
+            subject,
+        )
+        plan = (codec.encode, confluent_header(schema_id))
+        self._topic_plans[(codec.event_cls, topic)] = plan
+        return plan
+
+
+class EventDeserializer:
+    """Decodes message values into typed events, for one consumer. Safe to share between threads.
+
+    Reads both framings whatever it is configured with; a registry is needed only for the
+    Confluent wire format. Records written with an older schema version come back as the current
+    event class (Avro schema resolution fills new fields from their defaults).
+    """
+
+    def __init__(
+        self,
+        *,
+        schema_registry_url: str | None = None,
+        schema_registry_config: Mapping[str, Any] | None = None,
+        schema_registry: SchemaRegistry | None = None,
+    ) -> None:
+        self._registry = _registry_from(
+            schema_registry_url, schema_registry_config, schema_registry
+        )
+        self._catalog = default_catalog()
+        codecs = _codecs()
+        self._codec_by_subject = {codec.subject: codec for codec in codecs.values()}
+        # A record name maps to the class of its subject: that is how a writer schema fetched
+        # from the registry, possibly a version unknown here, finds its reader.
+        self._codec_by_name = {
+            version.full_name: self._codec_by_subject[version.subject]
+            for subject in self._catalog.subjects
+            if subject in self._codec_by_subject
+            for version in self._catalog.versions(subject)
+        }
+        # Registry id -> (codec, writer fingerprint, writer schema); ids are immutable.
+        self._by_schema_id: dict[int, tuple[EventCodec, bytes, Mapping[str, Any]]] = {}
+
+    def deserialize(self, data: bytes, topic: str | None = None) -> Event:
+        """The event encoded in `data` (a message value read from `topic`).
+
+        Raises `DecodeError` for bytes that are not an encoded event (bad framing, truncated or
+        corrupt body), `UnknownSchemaError` when the writer schema is not known here, and
+        `RegistryError` for Confluent-framed data without a usable registry.
+        """
+        framing = parse_framing(data, topic=topic)
+        if framing.fingerprint is not None:
+            version = self._catalog.by_fingerprint(framing.fingerprint)
+            codec = None if version is None else self._codec_by_subject.get(version.subject)
+            if version is None or codec is None:
+                raise UnknownSchemaError(
+                    f"no schema in schemas/avro/ has fingerprint {framing.fingerprint.hex()}"
+                    + (f" (topic {topic})" if topic else ""),
+                    fingerprint=framing.fingerprint,
+                    topic=topic,
+                )
+            writer_fingerprint, writer_schema = version.fingerprint, version.schema
+        else:
+            assert framing.schema_id is not None
+            codec, writer_fingerprint, writer_schema = self._writer_for_id(framing.schema_id, topic)
+        stream = io.BytesIO(data)
+        stream.seek(framing.body_offset)
+        try:
+            event = codec.decode(stream, writer_fingerprint, writer_schema)
+        except SchemaError:
+            raise
+        except Exception as exc:
+            # fastavro signals bad bytes with whatever the failing read raised (EOFError,
+            # UnicodeDecodeError, IndexError, SchemaResolutionError, ...).
+            raise DecodeError(
+                f"cannot decode {codec.subject} record"
+                + (f" from topic {topic}" if topic else "")
+                + f": {type(exc).__name__}: {exc}",
+                topic=topic,
+            ) from exc
+        if stream.tell() != len(data):
+            raise DecodeError(
+                f"{len(data) - stream.tell()} trailing bytes after the {codec.subject} record"
+                + (f" from topic {topic}" if topic else ""),
+                topic=topic,
+            )
+        return event
+
+    def _writer_for_id(
+        self, schema_id: int, topic: str | None
+    ) -> tuple[EventCodec, bytes, Mapping[str, Any]]:
+        found = self._by_schema_id.get(schema_id)
+        if found is not None:
+            return found
+        if self._registry is None:
+            raise RegistryError(
+                f"record in Confluent wire format (schema id {schema_id})"
+                + (f" on topic {topic}" if topic else "")
+                + " but no schema registry is configured: pass schema_registry_url"
+            )
+        text = self._registry.lookup(schema_id)
+        try:
+            schema = json.loads(text)
+            name = str(schema["name"])
+            namespace = schema.get("namespace")
+            schema_fingerprint = fingerprint(schema)
+        except Exception as exc:
+            raise UnknownSchemaError(
+                f"schema id {schema_id} is not an Avro record schema", schema_id=schema_id
+            ) from exc
+        full_name = name if "." in name or not namespace else f"{namespace}.{name}"
+        codec = self._codec_by_name.get(full_name)
+        if codec is None:
+            raise UnknownSchemaError(
+                f"schema id {schema_id} is record {full_name}, which no event class reads",
+                schema_id=schema_id,
+                topic=topic,
+            )
+        # Readers are cached by writer fingerprint, so a registry copy of a schema kept in
+        # schemas/avro/ shares the reader of the single-object path.
+        found = (codec, schema_fingerprint, schema)
+        self._by_schema_id[schema_id] = found
+        return found

@@ -1,0 +1,38 @@
+"""Fixtures for consumer tests: a migrated schema and workers started in threads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from consumers import CONSUMER_MIGRATIONS, WorkerOptions
+from runtime import Settings
+from runtime.migrations import migrate
+from tests.consumers.support import WorkerThread
+
+
+@pytest.fixture
+def sink_schema(pg_conn: psycopg.Connection[Any], pg_schema: str) -> str:
+    """A fresh schema with the consumers' tables."""
+    migrate(pg_conn, [CONSUMER_MIGRATIONS], schema=pg_schema)
+    return pg_schema
+
+
+@pytest.fixture
+def worker_threads() -> Iterator[Callable[..., WorkerThread]]:
+    """Start sink workers in threads; all are stopped after the test."""
+    started: list[WorkerThread] = []
+
+    def start(settings: Settings, options: WorkerOptions) -> WorkerThread:
+        worker = WorkerThread(settings, options).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop.set()
+    for worker in started:
+        worker.shutdown()

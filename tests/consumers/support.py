@@ -1,0 +1,187 @@
+"""Helpers for consumer tests: building and producing events, reading topics, and sink
+workers in threads or in real child processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, Message
+from prometheus_client import CollectorRegistry
+from psycopg import sql
+
+from consumers import ExitStatus, WorkerOptions, run_worker
+from runtime import Settings
+from runtime.clients import kafka_consumer, kafka_producer
+from schemas import (
+    AnalyticsEvent,
+    AuditEvent,
+    AuditOutcome,
+    Event,
+    EventSerializer,
+    NotificationChannel,
+    NotificationRequested,
+)
+
+
+def wait_for(check: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``check`` until true or ``timeout``; bounded, never an assertion on time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
+def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
+    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def audit_event(i: int, **overrides: Any) -> AuditEvent:
+    fields: dict[str, Any] = {
+        "tenant_id": f"tenant-{i % 5}",
+        "producer": "tests",
+        "actor_id": f"user-{i % 11}",
+        "action": "invoice.update",
+        "resource_type": "invoice",
+        "resource_id": f"inv-{i}",
+        "outcome": AuditOutcome.SUCCESS,
+    }
+    fields.update(overrides)
+    return AuditEvent.new(**fields)
+
+
+def analytics_event(i: int, **overrides: Any) -> AnalyticsEvent:
+    fields: dict[str, Any] = {
+        "tenant_id": f"tenant-{i % 3}",
+        "producer": "tests",
+        "name": ("page_view", "click", "signup")[i % 3],
+        "value": 1.5,
+    }
+    fields.update(overrides)
+    return AnalyticsEvent.new(**fields)
+
+
+def notification_event(i: int) -> NotificationRequested:
+    import uuid6
+
+    return NotificationRequested.new(
+        tenant_id=f"tenant-{i % 4}",
+        producer="tests",
+        notification_id=str(uuid6.uuid7()),
+        channel=NotificationChannel.EMAIL,
+        recipient=f"user{i}@example.test",
+        template="welcome",
+    )
+
+
+def produce(
+    settings: Settings, topic: str, events: Iterable[Event | bytes], *, key: bytes | None = None
+) -> int:
+    """Publish pre-built events (or raw bytes) and wait for every delivery."""
+    serializer = EventSerializer()
+    producer = kafka_producer(settings)
+    count = 0
+    for item in events:
+        if isinstance(item, bytes):
+            producer.produce(topic, value=item, key=key or b"raw")
+        else:
+            producer.produce(topic, value=serializer.serialize(item, topic), key=item.key)
+        count += 1
+        if count % 5000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    return count
+
+
+def read_all(settings: Settings, topic: str, *, expect: int, timeout: float = 30) -> list[Message]:
+    """Read ``expect`` messages from ``topic`` (a fresh group, from the beginning)."""
+    consumer: Consumer = kafka_consumer(settings, f"reader-{time.monotonic_ns()}")
+    consumer.subscribe([topic])
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(messages) < expect and time.monotonic() < deadline:
+            messages += [m for m in consumer.consume(500, timeout=0.5) if m.error() is None]
+    finally:
+        consumer.close()
+    return messages
+
+
+@dataclass
+class WorkerThread:
+    """A sink worker running in a thread of the test process."""
+
+    settings: Settings
+    options: WorkerOptions
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    stop: threading.Event = field(default_factory=threading.Event)
+    status: ExitStatus | None = None
+    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.status = run_worker(
+                self.settings,
+                self.options,
+                stop=self.stop,
+                registry=self.registry,
+                install_signal_handlers=False,
+            )
+        except BaseException as exc:
+            self.error = exc
+
+    def start(self) -> WorkerThread:
+        self._thread.start()
+        return self
+
+    def shutdown(self, timeout: float = 60) -> ExitStatus | None:
+        self.stop.set()
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.status
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+def worker_process(
+    settings: Settings,
+    options: WorkerOptions,
+    *,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """A sink worker as a real child process (``python -m sidestream worker run``)."""
+    command = [sys.executable, "-m", "sidestream", "worker", "run", options.sink]
+    if options.group_id:
+        command += ["--group", options.group_id]
+    for topic in options.topics or ():
+        command += ["--topic", topic]
+    if options.schema:
+        command += ["--schema", options.schema]
+    env = {
+        **os.environ,
+        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
+        "SIDESTREAM_LOG_FORMAT": "json",
+        **(extra_env or {}),
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -1,0 +1,194 @@
+"""Workers under faults: kills, drains, rebalances and a database that goes away."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from consumers import CONSUMER_MIGRATIONS, WorkerOptions
+from runtime import Settings
+from runtime.clients import postgres_connect
+from runtime.localstack.postgres import PostgresServer
+from runtime.migrations import migrate
+from tests.consumers.support import (
+    WorkerThread,
+    audit_event,
+    count_rows,
+    produce,
+    wait_for,
+    worker_process,
+)
+
+StartWorker = Callable[[Settings, WorkerOptions], WorkerThread]
+
+
+def _assert_exactly_once(conn: psycopg.Connection[Any], schema: str, topic_size: int) -> None:
+    total, distinct = conn.execute(
+        f'SELECT count(*), count(DISTINCT event_id) FROM "{schema}".audit_events'
+    ).fetchone() or (0, 0)
+    assert (total, distinct) == (topic_size, topic_size)
+    # No gaps: every offset of every partition is there exactly once.
+    gaps = conn.execute(
+        f"""SELECT kafka_partition, count(*), min(kafka_offset), max(kafka_offset)
+            FROM "{schema}".audit_events GROUP BY 1"""
+    ).fetchall()
+    for _partition, count, low, high in gaps:
+        assert (low, high) == (0, count - 1)
+
+
+def test_sigterm_drains_and_exits_zero(
+    stack_settings: Settings,
+    topic: str,
+    sink_schema: str,
+    pg_conn: psycopg.Connection[Any],
+    unique: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    produce(stack_settings, topic, (audit_event(i) for i in range(20_000)))
+    options = WorkerOptions("audit", group_id=unique("g"), topics=(topic,), schema=sink_schema)
+    process = worker_process(stack_settings, options, log=tmp_path / "worker.log")
+    try:
+        assert wait_for(lambda: count_rows(pg_conn, sink_schema, "audit_events") > 0, timeout=60)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    finally:
+        process.kill()
+    log = (tmp_path / "worker.log").read_text()
+    assert "received SIGTERM" in log
+    assert "stopped: drained" in log
+    # Whatever was written is committed together with its offsets.
+    stored = pg_conn.execute(
+        f'SELECT coalesce(sum(next_offset), 0) FROM "{sink_schema}".consumer_offsets'
+    ).fetchone()
+    assert stored == (count_rows(pg_conn, sink_schema, "audit_events"),)
+
+
+def test_two_workers_split_partitions_and_take_over_when_one_stops(
+    stack_settings: Settings,
+    make_topic: Callable[..., str],
+    sink_schema: str,
+    pg_conn: psycopg.Connection[Any],
+    worker_threads: StartWorker,
+    unique: Callable[[str], str],
+) -> None:
+    topic = make_topic("audit", partitions=6)
+    options = WorkerOptions("audit", group_id=unique("g"), topics=(topic,), schema=sink_schema)
+    first = worker_threads(stack_settings, options)
+    second = worker_threads(stack_settings, options)
+    produce(stack_settings, topic, (audit_event(i) for i in range(6000)))
+    assert wait_for(lambda: count_rows(pg_conn, sink_schema, "audit_events") == 6000, timeout=90)
+    written = [
+        w.metric("sidestream_sink_rows_written_total", sink="audit") for w in (first, second)
+    ]
+    assert all(n > 0 for n in written), written  # both took part
+    assert first.shutdown() == 0
+    produce(stack_settings, topic, (audit_event(i) for i in range(6000, 9000)))
+    assert wait_for(lambda: count_rows(pg_conn, sink_schema, "audit_events") == 9000, timeout=90)
+    assert second.shutdown() == 0
+    _assert_exactly_once(pg_conn, sink_schema, 9000)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A Postgres of this test's own, so stopping it disturbs no other test."""
+    server = PostgresServer(stack_dir=tmp_path / "stack", port=_free_port(), database="faults")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.chaos
+def test_postgres_restart_pauses_the_worker_which_recovers_by_itself(
+    stack_settings: Settings,
+    topic: str,
+    private_postgres: PostgresServer,
+    worker_threads: StartWorker,
+    unique: Callable[[str], str],
+) -> None:
+    settings = stack_settings.with_overrides(
+        postgres_dsn=f"postgresql://postgres@127.0.0.1:{private_postgres.port}/faults",
+        consumer_retry_deadline_s=2,
+    )
+    with postgres_connect(settings, autocommit=True) as conn:
+        migrate(conn, [CONSUMER_MIGRATIONS], schema="public")
+    options = WorkerOptions("audit", group_id=unique("g"), topics=(topic,))
+    worker = worker_threads(settings, options)
+    produce(settings, topic, (audit_event(i) for i in range(5000)))
+
+    def rows() -> int:
+        try:
+            with postgres_connect(settings, connect_timeout=2) as conn:
+                return count_rows(conn, "public", "audit_events")
+        except psycopg.OperationalError:
+            return -1
+
+    assert wait_for(lambda: rows() == 5000, timeout=60)
+    private_postgres.stop()
+    produce(settings, topic, (audit_event(i) for i in range(5000, 10_000)))
+    assert wait_for(
+        lambda: worker.metric("sidestream_consumer_paused", sink="audit") == 1, timeout=30
+    )
+    assert wait_for(
+        lambda: worker.metric("sidestream_batch_retries_total", sink="audit") >= 3, timeout=30
+    )
+    private_postgres.start()
+    assert wait_for(lambda: rows() == 10_000, timeout=90)
+    assert worker.metric("sidestream_consumer_paused", sink="audit") == 0
+    assert worker.shutdown() == 0
+    with postgres_connect(settings) as conn:
+        _assert_exactly_once(conn, "public", 10_000)
+
+
+@pytest.mark.chaos
+def test_sigkilled_workers_lose_and_duplicate_nothing(
+    stack_settings: Settings,
+    make_topic: Callable[..., str],
+    sink_schema: str,
+    pg_conn: psycopg.Connection[Any],
+    unique: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    total, kills = 60_000, 5
+    topic = make_topic("audit", partitions=4)
+    options = WorkerOptions("audit", group_id=unique("g"), topics=(topic,), schema=sink_schema)
+    rng = random.Random(int(os.environ.get("SIDESTREAM_TEST_SEED", "1234")))
+    produce(stack_settings, topic, (audit_event(i) for i in range(total)))
+    env = {"SIDESTREAM_CONSUMER_BATCH_MAX_RECORDS": "500"}  # many commits to land between
+    log = tmp_path / "workers.log"
+    for kill in range(kills):
+        process = worker_process(stack_settings, options, log=log, extra_env=env)
+        try:
+            target = (kill + 1) * total // (kills + 2) + rng.randrange(0, 2000)
+            wait_for(
+                lambda goal=target: count_rows(pg_conn, sink_schema, "audit_events") >= goal,  # type: ignore[misc]
+                timeout=90,
+            )
+            time.sleep(rng.random() * 0.3)  # land somewhere inside a batch
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+    survivor = worker_process(stack_settings, options, log=log)
+    try:
+        assert wait_for(
+            lambda: count_rows(pg_conn, sink_schema, "audit_events") >= total, timeout=120
+        ), log.read_text()[-3000:]
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(timeout=40) == 0
+    finally:
+        survivor.kill()
+    _assert_exactly_once(pg_conn, sink_schema, total)

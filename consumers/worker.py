@@ -70,9 +70,14 @@ def run_worker(
     stop: threading.Event | None = None,
     registry: CollectorRegistry = REGISTRY,
     install_signal_handlers: bool = True,
+    sink: Sink | None = None,
 ) -> ExitStatus:
-    """Run one sink worker until ``stop`` is set or a SIGTERM/SIGINT arrives."""
-    sink = build_sink(options.sink)
+    """Run one sink worker until ``stop`` is set or a SIGTERM/SIGINT arrives.
+
+    ``sink`` defaults to the built-in sink named ``options.sink``; other packages pass
+    their own (e.g. the cache invalidation sink) to run it in the same batch runtime.
+    """
+    sink = sink or build_sink(options.sink)
     topics = list(options.topics or (topic_for(sink.event_type),))
     group_id = options.group_id or group_id_for(sink.name)
     stop = stop or threading.Event()

@@ -58,28 +58,28 @@ class AuditSink:
 
     def write(self, records: Sequence[Record[Any]], tx: psycopg.Connection[Any]) -> int:
         self._ensure_partitions(tx, {_month(r.event.occurred_at) for r in records})
-        rows = []
-        for record in records:
-            event: AuditEvent = record.event
-            rows.append(
-                (
-                    uuid.UUID(event.event_id),
-                    event.occurred_at,
-                    event.tenant_id,
-                    event.producer,
-                    event.actor_id,
-                    event.action,
-                    event.resource_type,
-                    event.resource_id,
-                    event.outcome.value,
-                    event.ip,
-                    Jsonb(event.details),
-                    event.schema_version,
-                    record.raw.partition,
-                    record.raw.offset,
-                )
-            )
-        return insert_new_rows(tx, AUDIT_TABLE, rows).count
+        return insert_new_rows(tx, AUDIT_TABLE, [self.row(r) for r in records]).count
+
+    @staticmethod
+    def row(record: Record[AuditEvent]) -> tuple[Any, ...]:
+        """The ``audit_events`` row of one record, in ``AUDIT_TABLE`` column order."""
+        event = record.event
+        return (
+            uuid.UUID(event.event_id),
+            event.occurred_at,
+            event.tenant_id,
+            event.producer,
+            event.actor_id,
+            event.action,
+            event.resource_type,
+            event.resource_id,
+            event.outcome.value,
+            event.ip,
+            Jsonb(event.details),
+            event.schema_version,
+            record.raw.partition,
+            record.raw.offset,
+        )
 
     def _ensure_partitions(self, tx: psycopg.Connection[Any], months: set[date]) -> None:
         missing = months - self._partitioned_months

@@ -9,9 +9,9 @@ import psycopg
 import pytest
 
 from consumers import CONSUMER_MIGRATIONS, WorkerOptions
+from consumers.embedded import EmbeddedWorker
 from runtime import Settings
 from runtime.migrations import migrate
-from tests.consumers.support import WorkerThread
 
 
 @pytest.fixture
@@ -22,17 +22,17 @@ def sink_schema(pg_conn: psycopg.Connection[Any], pg_schema: str) -> str:
 
 
 @pytest.fixture
-def worker_threads() -> Iterator[Callable[..., WorkerThread]]:
+def worker_threads() -> Iterator[Callable[..., EmbeddedWorker]]:
     """Start sink workers in threads; all are stopped after the test."""
-    started: list[WorkerThread] = []
+    started: list[EmbeddedWorker] = []
 
-    def start(settings: Settings, options: WorkerOptions) -> WorkerThread:
-        worker = WorkerThread(settings, options).start()
+    def start(settings: Settings, options: WorkerOptions) -> EmbeddedWorker:
+        worker = EmbeddedWorker(settings, options).start()
         started.append(worker)
         return worker
 
     yield start
     for worker in started:
-        worker.stop.set()
+        worker.stop_event.set()
     for worker in started:
         worker.shutdown()

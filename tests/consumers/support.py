@@ -6,19 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, Message
-from prometheus_client import CollectorRegistry
 from psycopg import sql
 
-from consumers import ExitStatus, WorkerOptions, run_worker
+from consumers import WorkerOptions
 from runtime import Settings
 from runtime.clients import kafka_consumer, kafka_producer
 from schemas import (
@@ -118,47 +115,6 @@ def read_all(settings: Settings, topic: str, *, expect: int, timeout: float = 30
     finally:
         consumer.close()
     return messages
-
-
-@dataclass
-class WorkerThread:
-    """A sink worker running in a thread of the test process."""
-
-    settings: Settings
-    options: WorkerOptions
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    stop: threading.Event = field(default_factory=threading.Event)
-    status: ExitStatus | None = None
-    error: BaseException | None = None
-
-    def __post_init__(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.status = run_worker(
-                self.settings,
-                self.options,
-                stop=self.stop,
-                registry=self.registry,
-                install_signal_handlers=False,
-            )
-        except BaseException as exc:
-            self.error = exc
-
-    def start(self) -> WorkerThread:
-        self._thread.start()
-        return self
-
-    def shutdown(self, timeout: float = 60) -> ExitStatus | None:
-        self.stop.set()
-        self._thread.join(timeout)
-        if self.error is not None:
-            raise self.error
-        return self.status
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, labels) or 0.0
 
 
 def worker_process(

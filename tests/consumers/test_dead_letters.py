@@ -10,11 +10,11 @@ import psycopg
 from confluent_kafka import Message
 
 from consumers import WorkerOptions, dead_letter_topic
+from consumers.embedded import EmbeddedWorker
 from consumers.records import headers_of
 from runtime import Settings
 from schemas import ChangeKind, EntityChanged, EventSerializer
 from tests.consumers.support import (
-    WorkerThread,
     audit_event,
     count_rows,
     produce,
@@ -28,7 +28,7 @@ def test_poison_records_are_dead_lettered_and_the_rest_lands(
     make_topic: Callable[..., str],
     sink_schema: str,
     pg_conn: psycopg.Connection[Any],
-    worker_threads: Callable[[Settings, WorkerOptions], WorkerThread],
+    worker_threads: Callable[[Settings, WorkerOptions], EmbeddedWorker],
     unique: Callable[[str], str],
 ) -> None:
     topic = make_topic("audit", partitions=1)

@@ -8,10 +8,10 @@ from typing import Any
 import psycopg
 
 from consumers import WorkerOptions
+from consumers.embedded import EmbeddedWorker
 from runtime import Settings
 from schemas import Event
 from tests.consumers.support import (
-    WorkerThread,
     analytics_event,
     audit_event,
     count_rows,
@@ -20,7 +20,7 @@ from tests.consumers.support import (
     wait_for,
 )
 
-StartWorker = Callable[[Settings, WorkerOptions], WorkerThread]
+StartWorker = Callable[[Settings, WorkerOptions], EmbeddedWorker]
 
 
 def test_three_sinks_land_every_event_exactly_once(

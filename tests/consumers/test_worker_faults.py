@@ -15,12 +15,12 @@ import psycopg
 import pytest
 
 from consumers import CONSUMER_MIGRATIONS, WorkerOptions
+from consumers.embedded import EmbeddedWorker
 from runtime import Settings
 from runtime.clients import postgres_connect
 from runtime.localstack.postgres import PostgresServer
 from runtime.migrations import migrate
 from tests.consumers.support import (
-    WorkerThread,
     audit_event,
     count_rows,
     produce,
@@ -28,7 +28,7 @@ from tests.consumers.support import (
     worker_process,
 )
 
-StartWorker = Callable[[Settings, WorkerOptions], WorkerThread]
+StartWorker = Callable[[Settings, WorkerOptions], EmbeddedWorker]
 
 
 def _assert_exactly_once(conn: psycopg.Connection[Any], schema: str, topic_size: int) -> None:

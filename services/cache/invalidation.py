@@ -1,0 +1,274 @@
+"""The write side: tombstones, generation bumps, and the pub/sub that evicts every L1.
+
+Flow of one change to entity ``key``, now at version ``v``::
+
+    writer commits v ─▶ event ─▶ invalidation consumer ─▶ cache.invalidate(key, v)
+        Lua, atomically:  SET <ns>:e:key <tombstone v> PX tombstone_ttl  (unless >= v held)
+                          PUBLISH <ns>:invalidations "v key"
+        every process:    L1Subscriber ─▶ evict key from its L1 if older than v
+
+A reader that loaded the entity before the commit tries to fill version < v: the fill
+script refuses it while the tombstone lives, which is why the tombstone must outlive the
+longest load (``tombstone_ttl_ms > loader_timeout_ms``, checked when the cache is built).
+The consumer should commit its offset only after ``invalidate`` returned: it raises
+:class:`~services.cache.CacheUnavailableError` when Redis is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from services.cache.entry import Entry, Kind, _check_version
+from services.cache.errors import CacheUnavailableError
+from services.cache.keys import Keys
+from services.cache.scripts import Scripts
+
+if TYPE_CHECKING:
+    from services.cache.cache import VersionedCache
+
+logger = logging.getLogger(__name__)
+
+#: What "Redis is down" looks like from redis-py: refused/reset connections, timeouts,
+#: a pool with no free connection (a ConnectionError), and raw socket errors.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+#: Keys per pipeline round trip in :meth:`VersionedCache.invalidate_many`.
+BATCH_SIZE = 256
+
+
+def encode_message(key: str, version: int) -> bytes:
+    """The pub/sub payload announcing that ``key`` is now at ``version``."""
+    return f"{version} {key}".encode()
+
+
+def decode_message(data: bytes) -> tuple[str, int]:
+    """Inverse of :func:`encode_message`; ``ValueError`` on anything else."""
+    version, sep, key = data.decode("utf-8").partition(" ")
+    if not sep or not key or not version.isdigit():
+        raise ValueError(f"not an invalidation message: {data[:80]!r}")
+    return key, int(version)
+
+
+class Invalidator:
+    """Writes tombstones (one key, or pipelined batches) and bumps generations."""
+
+    def __init__(
+        self, *, redis: Redis, keys: Keys, scripts: Scripts, tombstone_ttl_ms: int
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._scripts = scripts
+        self._tombstone_ttl_ms = tombstone_ttl_ms
+
+    def _tombstone(self, version: int, now_ms: int) -> bytes:
+        return Entry(Kind.TOMBSTONE, version, 0, now_ms + self._tombstone_ttl_ms).encode()
+
+    async def invalidate(self, key: str, version: int, now_ms: int) -> bool:
+        _check_version(version)
+        try:
+            return await self._scripts.invalidate(
+                self._keys.entry(key),
+                self._tombstone(version, now_ms),
+                self._tombstone_ttl_ms,
+                self._keys.channel,
+                encode_message(key, version),
+            )
+        except REDIS_DOWN as exc:
+            raise CacheUnavailableError("invalidate", key, str(exc)) from exc
+
+    async def invalidate_many(self, items: Iterable[tuple[str, int]], now_ms: int) -> list[bool]:
+        batch = [(key, _check_version(version)) for key, version in items]
+        written: list[bool] = []
+        # One round trip per BATCH_SIZE keys; non-transactional: each script is atomic on
+        # its own, and a MULTI around hundreds of scripts would only block the server.
+        for start in range(0, len(batch), BATCH_SIZE):
+            chunk = batch[start : start + BATCH_SIZE]
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key, version in chunk:
+                        await self._scripts.queue_invalidate(
+                            pipe,
+                            self._keys.entry(key),
+                            self._tombstone(version, now_ms),
+                            self._tombstone_ttl_ms,
+                            self._keys.channel,
+                            encode_message(key, version),
+                        )
+                    results: list[Any] = await pipe.execute()
+            except REDIS_DOWN as exc:
+                # Earlier chunks are written; replaying the whole batch is harmless
+                # (an invalidation never lowers a version).
+                raise CacheUnavailableError(
+                    "invalidate_many", None, f"after {len(written)} of {len(batch)}: {exc}"
+                ) from exc
+            written.extend(bool(result) for result in results)
+        return written
+
+    async def generation(self, tenant: str, collection: str) -> int:
+        name = self._keys.generation(tenant, collection)
+        try:
+            return await self._scripts.generation(name)
+        except REDIS_DOWN as exc:
+            raise CacheUnavailableError("generation", name, str(exc)) from exc
+
+    async def bump_generation(self, tenant: str, collection: str) -> int:
+        name = self._keys.generation(tenant, collection)
+        try:
+            return await self._scripts.bump_generation(name)
+        except REDIS_DOWN as exc:
+            raise CacheUnavailableError("bump_generation", name, str(exc)) from exc
+
+
+class L1Subscriber:
+    """Keeps one process's L1 honest: evicts keys invalidated by any process.
+
+    Listens on ``<namespace>:invalidations``. Every (re)subscription flushes the L1,
+    because invalidations published while the connection was down are lost; a silent
+    connection is probed with ``PING`` every ``ping_interval`` seconds and dropped when
+    the ``PONG`` does not come back within another ``ping_interval``. Reconnects back off
+    exponentially (with jitter) up to ``max_backoff`` seconds, for as long as it runs.
+
+    Use ``async with L1Subscriber(cache):`` or :meth:`start` / :meth:`stop`, one per
+    process (per cache with an L1).
+
+    Args:
+        cache: the cache whose L1 to evict.
+        redis: the client for the subscription (default: the cache's); the subscription
+            holds one of its connections for as long as it runs.
+        ping_interval: seconds of silence before probing the connection.
+        max_backoff: the cap, in seconds, on the wait between reconnection attempts.
+    """
+
+    def __init__(
+        self,
+        cache: VersionedCache,
+        *,
+        redis: Redis | None = None,
+        ping_interval: float = 5.0,
+        max_backoff: float = 2.0,
+    ) -> None:
+        if cache.l1 is None:
+            raise ValueError("the cache has no L1: there is nothing to subscribe for")
+        if ping_interval <= 0 or max_backoff <= 0:
+            raise ValueError("ping_interval and max_backoff must be > 0 seconds")
+        self._cache = cache
+        self._redis = redis if redis is not None else cache.redis
+        self._channel = cache.keys.channel
+        self._ping_interval = ping_interval
+        self._max_backoff = max_backoff
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        #: How many times the subscription was (re)established.
+        self.subscriptions = 0
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether the subscription is currently established."""
+        return self._subscribed.is_set()
+
+    async def start(self) -> None:
+        """Start listening in a background task (returns at once; see :meth:`wait_subscribed`)."""
+        if self._task is not None:
+            raise RuntimeError("L1Subscriber already started")
+        self._task = asyncio.create_task(self._run(), name=f"l1-subscriber:{self._channel}")
+
+    async def wait_subscribed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the subscription; ``True`` if established."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._subscribed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop listening and release the connection."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._subscribed.clear()
+
+    async def __aenter__(self) -> L1Subscriber:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            established = self.subscriptions
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=False)
+            try:
+                await pubsub.subscribe(self._channel)
+                await self._listen(pubsub)
+            except REDIS_DOWN as exc:
+                self._subscribed.clear()
+                # Back off from the last success, not from the first failure ever.
+                failures = 1 if self.subscriptions > established else failures + 1
+                delay = min(self._max_backoff, 0.05 * 2 ** min(failures, 8))
+                delay *= random.uniform(0.5, 1.0)
+                logger.warning(
+                    "cache %s: invalidation subscription lost (%s); retrying in %.2fs",
+                    self._cache.keys.namespace,
+                    exc,
+                    delay,
+                )
+            finally:
+                # A broken connection may fail to close cleanly; it is discarded anyway.
+                with contextlib.suppress(*REDIS_DOWN):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py 8.1
+            await asyncio.sleep(delay)
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        last_heard = last_ping = loop.time()
+        poll = min(1.0, self._ping_interval / 2)
+        while True:
+            message = await pubsub.get_message(timeout=poll)
+            now = loop.time()
+            if message is None:
+                if last_ping > last_heard and now - last_ping >= self._ping_interval:
+                    raise RedisTimeoutError(f"no PONG within {self._ping_interval:.1f}s")
+                if now - last_heard >= self._ping_interval and last_ping <= last_heard:
+                    await pubsub.ping()
+                    last_ping = now
+                continue
+            last_heard = now
+            kind = message["type"]
+            if kind == "subscribe":
+                # Also seen after redis-py reconnects and resubscribes on its own.
+                self.subscriptions += 1
+                self._cache._on_resubscribed()
+                self._subscribed.set()
+            elif kind == "message":
+                self._on_message(message["data"])
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            key, version = decode_message(data)
+        except ValueError:
+            # Someone else publishes on our channel: we cannot tell what changed, so
+            # forget everything rather than risk serving a stale entry.
+            logger.warning(
+                "cache %s: unreadable message on %s; flushing the L1",
+                self._cache.keys.namespace,
+                self._channel,
+            )
+            self._cache._flush_local("unreadable_message")
+            return
+        self._cache._evict_local(key, version)

@@ -10,7 +10,7 @@ W ?= audit
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock up down status migrate topics worker demo test test-all chaos lint fmt typecheck schemas-check clean
+.PHONY: help setup lock up down status migrate topics worker demo test test-all test-chaos load bench bench-quick lint fmt typecheck schemas-check clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,10 +36,13 @@ down: $(STAMP) ## Stop the local servers that `make up` started
 status: $(STAMP) ## Show each local server: PID, address, health
 	$(SS) dev status
 
+topics: $(STAMP) ## Create missing topics from schemas/topics.yaml and show what differs
+	$(SS) topics apply
+
 migrate: $(STAMP) ## Create or upgrade every table (versioned, idempotent)
 	$(SS) db migrate
 
-worker: $(STAMP) ## Run one worker until Ctrl-C/SIGTERM: make worker W=audit|analytics|notifications
+worker: $(STAMP) ## Run one worker until Ctrl-C/SIGTERM: make worker W=audit|analytics|notifications|outbox-relay
 	$(SS) worker run $(W)
 
 schemas-check: $(STAMP) ## Fail if any Avro schema breaks compatibility with its earlier versions
@@ -53,6 +56,18 @@ test: $(STAMP) ## Run the test suite (starts the local stack it needs)
 
 test-all: $(STAMP) ## Run every test, including the slow chaos-marked ones
 	$(BIN)/pytest -m 'not bench' $(PYTEST_ARGS)
+
+test-chaos: $(STAMP) ## Run only the slow fault tests (SIGKILLed workers, database restarts, ...)
+	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
+
+load: $(STAMP) ## Publish synthetic events: make load ARGS="--rate 2000 --count 50000"
+	$(SS) load $(ARGS)
+
+bench: $(STAMP) ## Every benchmark against the local stack: scoreboard + bench/results/*.json
+	$(SS) bench
+
+bench-quick: $(STAMP) ## Every benchmark at small sizes (CI: keeps them from rotting; no timing verdicts)
+	$(SS) bench --quick
 
 lint: $(STAMP) ## ruff check + format check + import layering contracts
 	$(BIN)/ruff check .

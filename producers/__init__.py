@@ -1,1 +1,48 @@
-"""Sidestream producers."""
+"""Sidestream producers: get events onto Kafka.
+
+- `EventPublisher` / `AsyncEventPublisher`: validate, encode and queue an event without
+  blocking the caller (fire-and-forget, delivery reported; `Backpressure` when the local
+  queue is full).
+- `Outbox` + `OutboxRelay`: the transactional outbox. `Outbox.add` writes the encoded event
+  in the caller's Postgres transaction; the relay publishes committed rows in order per key
+  and marks them sent (at-least-once; consumers dedupe on ``event_id``).
+- `plan_topics` / `apply_topics`: topics as code, from ``schemas/topics.yaml``.
+"""
+
+from producers.async_publisher import AsyncEventPublisher
+from producers.delivery import DeliveryReport
+from producers.errors import (
+    Backpressure,
+    DeliveryError,
+    OutboxError,
+    ProducerError,
+    PublisherClosedError,
+    PublishError,
+    TopicsError,
+)
+from producers.outbox import OUTBOX_MIGRATIONS, Outbox
+from producers.publisher import DeliveryCallback, EventPublisher
+from producers.relay import OutboxRelay, RelayConfig, run_relay
+from producers.topics import TopicPlan, apply_topics, plan_topics
+
+__all__ = [
+    "OUTBOX_MIGRATIONS",
+    "AsyncEventPublisher",
+    "Backpressure",
+    "DeliveryCallback",
+    "DeliveryError",
+    "DeliveryReport",
+    "EventPublisher",
+    "Outbox",
+    "OutboxError",
+    "OutboxRelay",
+    "ProducerError",
+    "PublishError",
+    "PublisherClosedError",
+    "RelayConfig",
+    "TopicPlan",
+    "TopicsError",
+    "apply_topics",
+    "plan_topics",
+    "run_relay",
+]

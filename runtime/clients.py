@@ -89,9 +89,12 @@ def _search_path(schema: str | None) -> dict[str, Any]:
 def postgres_connect(
     settings: Settings, *, schema: str | None = None, **kwargs: Any
 ) -> psycopg.Connection[Any]:
-    """One Postgres connection (for CLI commands and migrations)."""
+    """One Postgres connection (for CLI commands and tools), searching ``schema``
+    (default: the configured one) first."""
     return psycopg.connect(
-        settings.postgres_dsn.get_secret_value(), **_search_path(schema), **kwargs
+        settings.postgres_dsn.get_secret_value(),
+        **_search_path(schema or settings.postgres_schema),
+        **kwargs,
     )
 
 

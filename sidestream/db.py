@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from consumers import CONSUMER_MIGRATIONS
+from producers import OUTBOX_MIGRATIONS
 from runtime.clients import postgres_connect
 from runtime.migrations import MigrationSource, migrate
 from sidestream.context import console, settings
@@ -14,7 +15,7 @@ from sidestream.context import console, settings
 app = typer.Typer(help="Database schema management.")
 
 #: Every package's migrations, in dependency order.
-MIGRATION_SOURCES: list[MigrationSource] = [CONSUMER_MIGRATIONS]
+MIGRATION_SOURCES: list[MigrationSource] = [OUTBOX_MIGRATIONS, CONSUMER_MIGRATIONS]
 
 
 @app.command("migrate")

@@ -7,7 +7,8 @@ import sys
 import typer
 
 from runtime import RuntimeSetupError
-from sidestream import db, dev, schemas_cmd, worker
+from sidestream import db, demo, dev, load_cmd, schemas_cmd, topics_cmd, worker
+from sidestream.bench import cli as bench_cli
 from sidestream.context import err_console
 
 app = typer.Typer(
@@ -20,6 +21,10 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(db.app, name="db")
 app.add_typer(worker.app, name="worker")
 app.add_typer(schemas_cmd.app, name="schemas")
+app.add_typer(topics_cmd.app, name="topics")
+app.command(name="demo")(demo.run)
+app.add_typer(load_cmd.app, name="load")
+app.add_typer(bench_cli.app, name="bench")
 
 
 def main() -> None:

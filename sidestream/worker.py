@@ -1,37 +1,93 @@
-"""``sidestream worker run NAME``: run one worker process until SIGTERM."""
+"""``sidestream worker run NAME``: run one worker process until SIGTERM/SIGINT.
+
+Sink workers (audit, analytics, notifications) run the consumers' batch runtime; the
+outbox relay publishes the transactional outbox. The CLI owns the signals: SIGTERM or
+SIGINT sets a stop event, and every worker drains within its deadline.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
 from typing import Annotated
 
 import typer
+from prometheus_client import REGISTRY
 
 from consumers import SINKS, WorkerOptions, run_worker
+from producers import run_relay
+from runtime import ObservabilityServer, Settings
 from sidestream.context import settings
+
+logger = logging.getLogger(__name__)
 
 app = typer.Typer(help="Run Sidestream workers.")
 
-WORKERS = sorted(SINKS)
+
+@dataclass(frozen=True, slots=True)
+class WorkerArgs:
+    name: str
+    group: str | None
+    topics: tuple[str, ...] | None
+    schema: str | None
+
+
+Runner = Callable[[Settings, threading.Event, WorkerArgs], int]
+
+
+def _sink_runner(config: Settings, stop: threading.Event, args: WorkerArgs) -> int:
+    options = WorkerOptions(
+        sink=args.name, group_id=args.group, topics=args.topics, schema=args.schema
+    )
+    return int(run_worker(config, options, stop=stop, install_signal_handlers=False))
+
+
+def _relay_runner(config: Settings, stop: threading.Event, args: WorkerArgs) -> int:
+    with ObservabilityServer(host=config.metrics_host, port=config.metrics_port, registry=REGISTRY):
+        run_relay(config, stop=stop, schema=args.schema)
+    return 0
+
+
+WORKERS: dict[str, Runner] = {
+    **{name: _sink_runner for name in SINKS},
+    "outbox-relay": _relay_runner,
+}
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s: draining", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
 
 
 @app.command("run")
 def run(
-    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(WORKERS)}")],
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(sorted(WORKERS))}")],
     group: Annotated[
-        str | None, typer.Option(help="Consumer group (default: sidestream.sink.NAME).")
+        str | None,
+        typer.Option(help="Consumer group (sink workers; default: sidestream.sink.NAME)."),
     ] = None,
     topic: Annotated[
         list[str] | None, typer.Option(help="Topic(s) to read (default: from topics.yaml).")
     ] = None,
     schema: Annotated[
-        str | None, typer.Option(help="Postgres schema to write (e.g. a shadow schema).")
+        str | None, typer.Option(help="Postgres schema (default: SIDESTREAM_POSTGRES_SCHEMA).")
     ] = None,
 ) -> None:
     """Run a worker; exit code 0 when it drained cleanly on SIGTERM/SIGINT."""
-    if name not in SINKS:
-        raise typer.BadParameter(f"unknown worker {name!r}; choose one of {', '.join(WORKERS)}")
-    options = WorkerOptions(
-        sink=name, group_id=group, topics=tuple(topic) if topic else None, schema=schema
-    )
-    status = run_worker(settings(), options)
-    raise typer.Exit(code=int(status))
+    runner = WORKERS.get(name)
+    if runner is None:
+        raise typer.BadParameter(
+            f"unknown worker {name!r}; choose one of {', '.join(sorted(WORKERS))}"
+        )
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    args = WorkerArgs(name, group, tuple(topic) if topic else None, schema)
+    raise typer.Exit(code=runner(settings(), stop, args))

@@ -9,50 +9,31 @@ Two numbers matter:
   pre-encoded values with the same producer config (the ratio is what the publisher
   costs end to end).
 
-Run by hand: ``.venv/bin/python -m producers._bench [n]`` (creates and deletes its topic).
+Run with ``sidestream bench --section publish``.
 """
 
 from __future__ import annotations
 
 import gc
 import statistics
-import sys
 import threading
 import time
-import uuid
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from producers.publisher import EventPublisher
+from producers.synthetic import SyntheticEvents
 from runtime import Settings, new_registry
 from runtime.clients import producer_config
-from schemas import AuditEvent, AuditOutcome, EventSerializer
+from schemas import AuditEvent, EventSerializer
+from sidestream.bench.harness import BenchContext, Figure, Target, percentile
 
-__all__ = ["measure_publish"]
+SECTION = "publish"
+
+__all__ = ["measure_publish", "run"]
 
 _DISTINCT_EVENTS = 1000
-
-
-def _events(count: int) -> list[AuditEvent]:
-    return [
-        AuditEvent.new(
-            tenant_id=f"tenant-{i % 50}",
-            producer="bench",
-            actor_id=f"user-{i}",
-            action="invoice.update",
-            resource_type="invoice",
-            resource_id=f"inv-{i}",
-            outcome=AuditOutcome.SUCCESS,
-            ip="203.0.113.7",
-            details={"field": "amount", "old": "10.00", "new": "12.50"},
-        )
-        for i in range(count)
-    ]
-
-
-def _percentile(sorted_ns: list[int], fraction: float) -> float:
-    return sorted_ns[min(len(sorted_ns) - 1, int(len(sorted_ns) * fraction))] / 1000
 
 
 def _measure_publisher(
@@ -87,8 +68,8 @@ def _measure_publisher(
     samples.sort()
     return {
         "publish_median_us": samples[n // 2] / 1000,
-        "publish_p99_us": _percentile(samples, 0.99),
-        "publish_p999_us": _percentile(samples, 0.999),
+        "publish_p99_us": percentile(samples, 0.99) / 1000,
+        "publish_p999_us": percentile(samples, 0.999) / 1000,
         "publish_mean_us": statistics.fmean(samples) / 1000,
         "publish_calls_per_s": n / queued_s,
         "publisher_delivered_per_s": (n - left) / delivered_s,
@@ -135,7 +116,7 @@ def _measure_raw(settings: Settings, topic: str, n: int, values: list[bytes]) ->
     return {"raw_delivered_per_s": (n - left) / elapsed}
 
 
-def measure_publish(settings: Settings, topic: str, n: int) -> dict[str, float]:
+def measure_publish(settings: Settings, topic: str, n: int, *, seed: int = 7) -> dict[str, float]:
     """Publish `n` AuditEvents to `topic` (which must exist), then `n` pre-encoded values
     with a raw producer; return per-call and throughput figures.
 
@@ -146,7 +127,7 @@ def measure_publish(settings: Settings, topic: str, n: int) -> dict[str, float]:
     """
     if n < 1:
         raise ValueError("n must be at least 1")
-    events = _events(_DISTINCT_EVENTS)
+    events: list[AuditEvent] = list(SyntheticEvents(seed=seed).take(_DISTINCT_EVENTS, "audit"))  # type: ignore[arg-type]
     serializer = EventSerializer()
     values = [serializer.serialize(event, topic) for event in events]
     result = _measure_publisher(settings, topic, n, events)
@@ -155,23 +136,35 @@ def measure_publish(settings: Settings, topic: str, n: int) -> dict[str, float]:
     return result
 
 
-def main() -> None:
-    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
-
-    from runtime import load_settings
-    from runtime.clients import kafka_admin
-
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    settings = load_settings()
-    admin = kafka_admin(settings)
-    topic = f"bench_publish_{uuid.uuid4().hex[:10]}"
-    admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])[topic].result(15)
-    try:
-        for name, value in measure_publish(settings, topic, n).items():
-            print(f"{name:28s} {value:12.2f}")
-    finally:
-        admin.delete_topics([topic], operation_timeout=15)[topic].result(15)
-
-
-if __name__ == "__main__":
-    main()
+def run(ctx: BenchContext) -> list[Figure]:
+    n = ctx.sizes.pick(20_000, 200_000)
+    topic = ctx.topic("publish")
+    with ctx.console.status(f"publishing {n:,} events, then {n:,} pre-encoded values..."):
+        result = measure_publish(ctx.settings, topic, n, seed=ctx.seed)
+    return [
+        Figure(
+            SECTION,
+            "publish() median",
+            result["publish_median_us"],
+            "µs",
+            target=Target("<=", 8, on="value"),
+            note="validate + Avro + produce",
+        ),
+        Figure(
+            SECTION,
+            "publish() p99",
+            result["publish_p99_us"],
+            "µs",
+            target=Target("<=", 50, on="value"),
+        ),
+        Figure(
+            SECTION,
+            "delivered throughput",
+            result["publisher_delivered_per_s"],
+            "events/s",
+            result["raw_delivered_per_s"],
+            "raw produce of pre-encoded bytes",
+            Target(">=", 0.5),
+            note="acks=all, idempotent, flush included",
+        ),
+    ]

@@ -10,7 +10,7 @@ W ?= audit
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock up down status migrate topics worker demo test test-all test-chaos load bench bench-quick lint fmt typecheck schemas-check clean
+.PHONY: help setup lock up down status migrate topics worker demo test test-all test-chaos api load bench bench-quick lint fmt typecheck schemas-check clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,6 +59,9 @@ test-all: $(STAMP) ## Run every test, including the slow chaos-marked ones
 
 test-chaos: $(STAMP) ## Run only the slow fault tests (SIGKILLed workers, database restarts, ...)
 	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
+
+api: $(STAMP) ## Serve the reference API on 127.0.0.1:8000 (sidestream api)
+	$(SS) api
 
 load: $(STAMP) ## Publish synthetic events: make load ARGS="--rate 2000 --count 50000"
 	$(SS) load $(ARGS)

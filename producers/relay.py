@@ -382,7 +382,9 @@ class OutboxRelay:
                 self._metrics.wakeups.labels(self._label, "poll").inc()
                 return
             notified = False
-            for note in listener.notifies(timeout=min(remaining, _WAIT_SLICE_S)):
+            # stop_after=1: return as soon as a notification arrives instead of waiting
+            # out the slice (that wait was most of the commit → publish latency).
+            for note in listener.notifies(timeout=min(remaining, _WAIT_SLICE_S), stop_after=1):
                 notified = notified or note.payload == self._schema
             if notified:
                 self.stats.notify_wakeups += 1

@@ -16,6 +16,8 @@ from psycopg_pool import ConnectionPool
 
 from runtime.settings import Settings
 
+LOCAL_FETCH_WAIT_MS = 10
+
 
 def kafka_common_config(settings: Settings) -> dict[str, Any]:
     """Connection and security properties shared by every Kafka client."""
@@ -62,6 +64,10 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
             "heartbeat.interval.ms": min(3000, settings.session_timeout_ms // 3),
         }
     )
+    if settings.profile == "local":
+        # The local broker holds every fetch for the full fetch.wait.max.ms even when data
+        # is waiting (librdkafka's default 500 ms): keep it short so delivery is prompt.
+        config["fetch.wait.max.ms"] = LOCAL_FETCH_WAIT_MS
     config.update(overrides)
     return config
 
@@ -83,7 +89,7 @@ def kafka_admin(settings: Settings, **overrides: Any) -> AdminClient:
 def _search_path(schema: str | None) -> dict[str, Any]:
     # Every connection resolves unqualified table names in the configured schema, so the
     # same SQL serves the live tables, a shadow schema and a test's private schema.
-    return {"options": f"-c search_path={schema},public"} if schema else {}
+    return {"options": f"-c search_path={schema}"} if schema else {}
 
 
 def postgres_connect(

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from runtime import RuntimeSetupError
-from sidestream import db, demo, dev, load_cmd, schemas_cmd, topics_cmd, worker
+from sidestream import api_cmd, db, demo, dev, load_cmd, schemas_cmd, topics_cmd, worker
 from sidestream.bench import cli as bench_cli
 from sidestream.context import err_console
 
@@ -24,6 +24,7 @@ app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(topics_cmd.app, name="topics")
 app.command(name="demo")(demo.run)
 app.add_typer(load_cmd.app, name="load")
+app.add_typer(api_cmd.app, name="api")
 app.add_typer(bench_cli.app, name="bench")
 
 

@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY
 from consumers import SINKS, WorkerOptions, run_worker
 from producers import run_relay
 from runtime import ObservabilityServer, Settings
+from sidestream import invalidation_cmd
 from sidestream.context import settings
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def _relay_runner(config: Settings, stop: threading.Event, args: WorkerArgs) -> 
 WORKERS: dict[str, Runner] = {
     **{name: _sink_runner for name in SINKS},
     "outbox-relay": _relay_runner,
+    "invalidation": invalidation_cmd.run,
 }
 
 

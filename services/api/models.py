@@ -1,0 +1,130 @@
+"""Request and response bodies (and the OpenAPI schemas they generate)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from schemas import NotificationChannel
+
+__all__ = [
+    "NotificationAccepted",
+    "NotificationCreate",
+    "Problem",
+    "Project",
+    "ProjectCreate",
+    "ProjectPage",
+    "ProjectPatch",
+    "ProjectReplace",
+    "ProjectStatus",
+]
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=4000)]
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_HTTPS_URL = re.compile(r"^https://[^/\s?#]+(?:[/?#]\S*)?$")
+
+
+class ProjectStatus(StrEnum):
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProjectCreate(_Strict):
+    """A new project (``POST``)."""
+
+    name: Name
+    description: Description = ""
+    status: ProjectStatus = ProjectStatus.ACTIVE
+
+
+class ProjectReplace(ProjectCreate):
+    """A project's full new state (``PUT``); omitted fields take their defaults."""
+
+
+class ProjectPatch(_Strict):
+    """Fields to change (``PATCH``); at least one."""
+
+    name: Name | None = None
+    description: Description | None = None
+    status: ProjectStatus | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not self.changes():
+            raise ValueError("give at least one of name, description, status (not null)")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given, with their values (``null`` means "not given")."""
+        return {k: v for k, v in self.model_dump(exclude_none=True).items()}
+
+
+class Project(BaseModel):
+    """A project as the API returns it. ``version`` grows by one with every write; it is
+    also the ``ETag``."""
+
+    id: UUID
+    name: str
+    description: str
+    status: ProjectStatus
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProjectPage(BaseModel):
+    """One page of a tenant's projects, in id (creation) order."""
+
+    items: list[Project]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class NotificationCreate(_Strict):
+    """A notification to send; delivered at most once per ``dedupe_key`` (or
+    ``Idempotency-Key`` header, or the notification id)."""
+
+    channel: NotificationChannel
+    recipient: Annotated[str, StringConstraints(min_length=3, max_length=2000)]
+    template: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    params: dict[str, str] = Field(default_factory=dict)
+    dedupe_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _recipient_fits_channel(self) -> Self:
+        if self.channel is NotificationChannel.EMAIL and not _EMAIL.fullmatch(self.recipient):
+            raise ValueError("recipient must be an email address for channel EMAIL")
+        if self.channel is NotificationChannel.WEBHOOK and not _HTTPS_URL.fullmatch(self.recipient):
+            raise ValueError("recipient must be an https:// URL for channel WEBHOOK")
+        return self
+
+
+class NotificationAccepted(BaseModel):
+    """The request was queued for delivery."""
+
+    id: UUID
+    status: Literal["accepted"] = "accepted"
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457 problem details), served as ``application/problem+json``."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Validation errors (422 only): location, message, type."
+    )

@@ -1,0 +1,74 @@
+"""``POST /v1/tenants/{tenant}/notifications``: accept a notification for delivery.
+
+The request is published as ``NotificationRequested`` straight to Kafka (no database
+write); the notifications sink and delivery workers take it from there. The response is
+202 as soon as the event is queued locally — nothing waits on the broker. A full queue
+(the broker is slow or away) is a 503 with ``Retry-After``: the caller retries, nothing
+is silently dropped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import uuid6
+from fastapi import APIRouter, Header, status
+
+from schemas import NotificationRequested
+from services.api.deps import Context
+from services.api.errors import error_responses
+from services.api.models import NotificationAccepted, NotificationCreate
+
+__all__ = ["router"]
+
+# Notification ids derived from an Idempotency-Key live in their own UUID namespace.
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("7b0f3e8e-52f4-4c55-9a0b-2a3c0f1e9d11")
+
+router = APIRouter(
+    prefix="/v1/tenants/{tenant}/notifications",
+    tags=["notifications"],
+    responses=error_responses(422, 429, 503),
+)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=NotificationAccepted,
+    summary="Request a notification (queued; delivered asynchronously)",
+)
+async def request_notification(
+    body: NotificationCreate,
+    ctx: Context,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="Retries with the same key get the same id and are delivered once.",
+        ),
+    ] = None,
+) -> NotificationAccepted:
+    resources, tenant, caller = ctx.resources, ctx.tenant, ctx.caller
+    if idempotency_key:
+        notification_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{tenant}/{idempotency_key}")
+    else:
+        notification_id = uuid6.uuid7()
+    event = NotificationRequested.new(
+        tenant_id=tenant,
+        producer=resources.config.producer,
+        notification_id=str(notification_id),
+        channel=body.channel,
+        recipient=body.recipient,
+        template=body.template,
+        params=body.params,
+        dedupe_key=body.dedupe_key or idempotency_key,
+    )
+    # Backpressure (queue full) propagates: the error handler answers 503 + Retry-After.
+    await resources.publisher.publish(
+        event,
+        topic=resources.config.topic(NotificationRequested),
+        traceparent=caller.traceparent,
+        headers=caller.event_headers(),
+    )
+    return NotificationAccepted(id=notification_id)

@@ -1,0 +1,45 @@
+"""``sidestream api``: serve the reference API (``services.api``); ``sidestream api
+openapi``: print its OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from services.api import ApiConfig, create_app, serve
+from sidestream.context import console, settings
+
+app = typer.Typer(help="The reference API (FastAPI + uvicorn).", no_args_is_help=False)
+
+HostOption = Annotated[str, typer.Option(help="Interface to listen on.")]
+PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
+SchemaOption = Annotated[
+    str | None, typer.Option(help="Postgres schema (default: SIDESTREAM_POSTGRES_SCHEMA).")
+]
+NamespaceOption = Annotated[
+    str, typer.Option(help="Cache namespace (the invalidation worker must use the same).")
+]
+
+
+@app.callback(invoke_without_command=True)
+def api(
+    ctx: typer.Context,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    schema: SchemaOption = None,
+    namespace: NamespaceOption = "sidestream",
+) -> None:
+    """Serve the API until SIGTERM/SIGINT, then drain: stop accepting, finish in-flight
+    requests, flush events to Kafka, close pools. Needs `sidestream db migrate`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    serve(settings(), host, port, config=ApiConfig(schema=schema, cache_namespace=namespace))
+
+
+@app.command("openapi")
+def openapi() -> None:
+    """Print the OpenAPI document (JSON) without starting anything."""
+    document = create_app(settings()).openapi()
+    console.print_json(json.dumps(document))

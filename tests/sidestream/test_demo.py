@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,7 +26,17 @@ def test_demo_runs_end_to_end_and_prints_a_summary(
     }
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "sidestream", "demo", "--events", "600", "--keep-stack"],
+            [
+                sys.executable,
+                "-m",
+                "sidestream",
+                "demo",
+                "--events",
+                "600",
+                "--requests",
+                "200",
+                "--keep-stack",
+            ],
             capture_output=True,
             text=True,
             env=env,
@@ -34,10 +45,13 @@ def test_demo_runs_end_to_end_and_prints_a_summary(
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         out = result.stdout
-        assert "what happened" in out
+        assert "what landed in Postgres" in out
+        assert "cache: hit ratio" in out
         assert "everything landed: yes" in out
-        assert "workers drained cleanly on SIGTERM: yes" in out
-        assert "3 landed in dead-letter topics" in out
+        assert "processes drained cleanly on SIGTERM: yes" in out
+        dead = re.search(r"and (\d+) landed in dead-letter topics", out)
+        assert dead is not None
+        assert int(dead.group(1)) >= 3
         with psycopg.connect(stack_settings.postgres_dsn.get_secret_value()) as conn:
             for table in ("audit_events", "analytics_events", "notifications"):
                 query = sql.SQL("SELECT count(*), count(DISTINCT event_id) FROM {}").format(

@@ -19,6 +19,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,6 +43,9 @@ from schemas.topics import load_topics, topic_for
 from sidestream.context import console, settings
 from sidestream.db import MIGRATION_SOURCES
 from sidestream.load_cmd import publish_load
+
+#: Records that are no event at all, published to show the dead-letter path.
+POISON_RECORDS = 3
 
 #: The tables each sink writes, and the event kind it lands.
 SINK_TABLES: dict[str, tuple[str, Kind]] = {
@@ -282,8 +286,11 @@ def _wait_for_landing(
     *,
     before: dict[str, int],
     expected: dict[str, int],
+    dead_letters: Callable[[], int],
+    poison: int,
 ) -> bool:
-    """Wait until every sink has written at least as many new rows as events went out."""
+    """Wait until every sink has written at least as many new rows as events went out,
+    and the poison records reached the dead-letter topic."""
     task = progress.add_task("landing in Postgres", total=sum(expected.values()))
     deadline = time.monotonic() + timeout
     while True:
@@ -292,7 +299,7 @@ def _wait_for_landing(
             for name, (table, _kind) in SINK_TABLES.items()
         }
         progress.update(task, completed=sum(min(new[n], expected[n]) for n in expected))
-        if all(new[n] >= expected[n] for n in expected):
+        if all(new[n] >= expected[n] for n in expected) and dead_letters() >= poison:
             return True
         if time.monotonic() > deadline:
             return False
@@ -396,13 +403,21 @@ def run(
         with Progress(console=console, transient=True) as progress:
             published_at = time.monotonic()
             workload = asyncio.run(_drive_api(api.url, requests, progress))
-            direct = _publish_directly(config, events, poison=3, progress=progress)
+            direct = _publish_directly(config, events, poison=POISON_RECORDS, progress=progress)
             expected = {
                 "audit": direct["audit"] + workload.writes,
                 "analytics": direct["analytics"] + workload.views,
                 "notifications": direct["notification"] + workload.notifications,
             }
-            landed = _wait_for_landing(config, progress, timeout, before=before, expected=expected)
+            landed = _wait_for_landing(
+                config,
+                progress,
+                timeout,
+                before=before,
+                expected=expected,
+                dead_letters=lambda: _observe_dead_letters(demo),
+                poison=POISON_RECORDS,
+            )
             land_seconds = time.monotonic() - published_at
         _check_workers_alive(demo)
         after = {name: _count(config, table) for name, (table, _) in SINK_TABLES.items()}
@@ -448,13 +463,15 @@ class Observed:
         return (self.cache_hits_l1 + self.cache_hits_redis) / reads if reads else None
 
 
+def _observe_dead_letters(demo: DemoRun) -> int:
+    return int(sum(_scrape(w.metrics_url, "sidestream_dead_letters_total") for w in demo.workers))
+
+
 def _observe(demo: DemoRun) -> Observed:
     by_name = {worker.name: worker.metrics_url for worker in demo.workers}
     api, invalidation = by_name["api"], by_name["invalidation"]
     return Observed(
-        dead_letters=int(
-            sum(_scrape(url, "sidestream_dead_letters_total") for url in by_name.values())
-        ),
+        dead_letters=_observe_dead_letters(demo),
         cache_hits_l1=_scrape(api, "sidestream_cache_hits_total", layer="l1"),
         cache_hits_redis=_scrape(api, "sidestream_cache_hits_total", layer="redis"),
         cache_misses=_scrape(api, "sidestream_cache_misses_total"),
@@ -530,7 +547,8 @@ def _print_summary(
         else "• cache: no reads recorded\n"
     )
     console.print(
-        f"• {sum(direct.values()):,} events were published directly; 3 poison records too, "
+        f"• {sum(direct.values()):,} events were published directly; {POISON_RECORDS} poison "
+        "records too, "
         f"and {observed.dead_letters} landed in dead-letter topics (*.dlq) with their error "
         "class and source offset\n"
         f"• everything landed: {status(landed)} — {land_seconds:.1f}s from the first request "

@@ -10,7 +10,7 @@ W ?= audit
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock up down status migrate topics worker demo test test-all test-chaos api load bench bench-quick lint fmt typecheck schemas-check clean
+.PHONY: observe observe-down deploy-check tools help setup lock up down status migrate topics worker demo test test-all test-chaos api notifications load bench bench-quick lint fmt typecheck schemas-check clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,7 +42,7 @@ topics: $(STAMP) ## Create missing topics from schemas/topics.yaml and show what
 migrate: $(STAMP) ## Create or upgrade every table (versioned, idempotent)
 	$(SS) db migrate
 
-worker: $(STAMP) ## Run one worker until Ctrl-C/SIGTERM: make worker W=audit|analytics|notifications|outbox-relay
+worker: $(STAMP) ## Run one worker until Ctrl-C/SIGTERM: make worker W=audit|analytics|notifications|outbox-relay|invalidation|notify
 	$(SS) worker run $(W)
 
 schemas-check: $(STAMP) ## Fail if any Avro schema breaks compatibility with its earlier versions
@@ -63,6 +63,9 @@ test-chaos: $(STAMP) ## Run only the slow fault tests (SIGKILLed workers, databa
 api: $(STAMP) ## Serve the reference API on 127.0.0.1:8000 (sidestream api)
 	$(SS) api
 
+notifications: $(STAMP) ## Notification deliveries by status: make notifications [ARGS="--status failed"]
+	$(SS) notifications show $(ARGS)
+
 load: $(STAMP) ## Publish synthetic events: make load ARGS="--rate 2000 --count 50000"
 	$(SS) load $(ARGS)
 
@@ -71,6 +74,18 @@ bench: $(STAMP) ## Every benchmark against the local stack: scoreboard + bench/r
 
 bench-quick: $(STAMP) ## Every benchmark at small sizes (CI: keeps them from rotting; no timing verdicts)
 	$(SS) bench --quick
+
+observe: $(STAMP) ## Local Prometheus (Debian's prometheus, no Docker) on 127.0.0.1:9090 scraping the local stack, with the alert rules
+	$(SS) observe up
+
+observe-down: $(STAMP) ## Stop the local Prometheus that `make observe` started
+	$(SS) observe down
+
+deploy-check: $(STAMP) ## Validate deploy/ offline: compose, Kubernetes (+KEDA), Prometheus rules (promtool), Grafana
+	$(SS) deploy check $(DEPLOY_CHECK_ARGS)
+
+tools: ## Install the system tools some targets use (promtool/prometheus, wrk) from Debian, as root
+	bash deploy/install-tools.sh
 
 lint: $(STAMP) ## ruff check + format check + import layering contracts
 	$(BIN)/ruff check .

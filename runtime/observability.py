@@ -3,14 +3,21 @@
 Metrics go into an injected :class:`prometheus_client.CollectorRegistry` (the global
 default unless a test passes a fresh one). Health answers "is the process alive";
 readiness asks the process's own check (e.g. "consumer assigned and Postgres reachable").
+
+Locally, a process can also register its metrics endpoint for Prometheus's file-based
+discovery (``sidestream observe``, ``make observe``): see :func:`announce_targets`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -19,6 +26,53 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 logger = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], bool]
+
+_COMPONENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - names, not binds
+
+# Set once at process start by the CLI (like logging's configuration): where every
+# ObservabilityServer of this process registers itself, and under which component.
+_announce: tuple[Path, str] | None = None
+
+
+def targets_dir(stack_dir: Path) -> Path:
+    """Where local processes register for scraping: ``<stack_dir>/prometheus/targets``."""
+    return stack_dir / "prometheus" / "targets"
+
+
+def write_target_file(
+    directory: Path, component: str, address: str, *, pid: int | None = None
+) -> Path:
+    """Register ``address`` (``host:port`` serving ``/metrics``) as ``component`` for
+    Prometheus's file-based discovery: ``<directory>/<component>-<pid>.json`` (or
+    ``-static.json`` without a PID), written atomically. Delete the file to unregister.
+
+    Raises:
+        ValueError: ``component`` is not a short lowercase name, or ``address`` has no port.
+    """
+    if not _COMPONENT.match(component):
+        raise ValueError(f"component must be lowercase letters, digits and '-', got {component!r}")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"address must be host:port, got {address!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{component}-{'static' if pid is None else pid}.json"
+    body = [{"targets": [address], "labels": {"component": component}}]
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps(body) + "\n")
+    scratch.replace(path)
+    return path
+
+
+def announce_targets(directory: Path | None, component: str = "") -> None:
+    """Make every :class:`ObservabilityServer` this process starts from now on register
+    itself in ``directory`` as ``component`` (and unregister when it stops).
+
+    The CLI calls this once at process start, for the local profile only; ``None``
+    turns it off. Registration is best effort: a failure is logged, never raised.
+    """
+    global _announce
+    _announce = None if directory is None else (directory, component)
 
 
 def new_registry() -> CollectorRegistry:
@@ -47,6 +101,7 @@ class ObservabilityServer:
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._target_file: Path | None = None
 
     @property
     def port(self) -> int:
@@ -62,13 +117,30 @@ class ObservabilityServer:
         )
         self._thread.start()
         logger.info("serving /metrics /healthz /readyz on %s", self.url)
+        self._target_file = self._register()
         return self
 
     def stop(self) -> None:
+        if self._target_file is not None:
+            self._target_file.unlink(missing_ok=True)
+            self._target_file = None
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def _register(self) -> Path | None:
+        if _announce is None:
+            return None
+        directory, component = _announce
+        host = "127.0.0.1" if self._host in _WILDCARD_HOSTS else self._host
+        try:
+            return write_target_file(directory, component, f"{host}:{self.port}", pid=os.getpid())
+        except (OSError, ValueError):
+            logger.warning(
+                "could not register %s for scraping in %s", self.url, directory, exc_info=True
+            )
+            return None
 
     def __enter__(self) -> ObservabilityServer:
         return self.start()

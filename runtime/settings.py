@@ -91,6 +91,31 @@ class Settings(BaseSettings):
     )
     consumer_max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
 
+    # --- Notification delivery (consumers.delivery.DeliveryConfig.from_settings) ------
+    delivery_smtp_host: str = "127.0.0.1"
+    delivery_smtp_port: int = Field(default=1025, ge=1, le=65535)
+    delivery_smtp_username: str | None = None
+    delivery_smtp_password: SecretStr | None = None
+    delivery_smtp_starttls: bool = False
+    delivery_smtp_from: str = "Sidestream <notifications@sidestream.local>"
+    delivery_smtp_timeout_s: float = Field(default=10.0, gt=0)
+    delivery_webhook_signing_secret: SecretStr = Field(
+        default=SecretStr("sidestream-local-signing-secret"),
+        description="HMAC-SHA256 key of Sidestream-Signature (must be set in production).",
+    )
+    delivery_webhook_timeout_s: float = Field(default=10.0, gt=0)
+    delivery_webhook_connect_timeout_s: float = Field(default=3.0, gt=0)
+    delivery_webhook_require_https: bool = False
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    delivery_max_age_s: float = Field(default=86400.0, gt=0)
+    delivery_backoff_base_s: float = Field(default=1.0, gt=0)
+    delivery_backoff_cap_s: float = Field(default=600.0, gt=0)
+    delivery_per_host_concurrency: int = Field(default=4, ge=1)
+    delivery_max_in_flight: int = Field(default=64, ge=1)
+    delivery_circuit_failure_threshold: int = Field(default=5, ge=1)
+    delivery_circuit_cooldown_s: float = Field(default=30.0, gt=0)
+    delivery_lease_s: float = Field(default=60.0, gt=0)
+
     # --- Postgres and Redis ----------------------------------------------------------
     postgres_dsn: SecretStr = Field(
         default=SecretStr("postgresql://postgres@127.0.0.1:5432/sidestream"),

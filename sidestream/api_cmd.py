@@ -3,11 +3,15 @@ openapi``: print its OpenAPI document."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from runtime.observability import targets_dir, write_target_file
 from services.api import ApiConfig, create_app, serve
 from sidestream.context import console, settings
 
@@ -35,7 +39,20 @@ def api(
     requests, flush events to Kafka, close pools. Needs `sidestream db migrate`."""
     if ctx.invoked_subcommand is not None:
         return
-    serve(settings(), host, port, config=ApiConfig(schema=schema, cache_namespace=namespace))
+    loaded = settings()
+    target: Path | None = None
+    if loaded.profile == "local":
+        # `make observe` (sidestream observe) scrapes the API through this file.
+        address = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
+        with contextlib.suppress(OSError):
+            target = write_target_file(
+                targets_dir(Path(loaded.stack_dir).resolve()), "api", address, pid=os.getpid()
+            )
+    try:
+        serve(loaded, host, port, config=ApiConfig(schema=schema, cache_namespace=namespace))
+    finally:
+        if target is not None:
+            target.unlink(missing_ok=True)
 
 
 @app.command("openapi")

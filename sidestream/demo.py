@@ -26,6 +26,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from aiosmtpd.controller import Controller
 from confluent_kafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from rich.panel import Panel
@@ -33,6 +34,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from consumers import SINKS, group_id_for
+from consumers.delivery import notification_summary
 from producers import apply_topics, plan_topics
 from producers.synthetic import Kind
 from runtime import Settings
@@ -84,13 +86,14 @@ class DemoRun:
     log_dir: Path
     workers: list[Worker] = field(default_factory=list)
 
-    def start_worker(self, name: str) -> Worker:
+    def start_worker(self, name: str, extra_env: dict[str, str] | None = None) -> Worker:
         port = _free_port()
         log = self.log_dir / f"{name}.log"
         env = {
             **os.environ,
             "SIDESTREAM_METRICS_PORT": str(port),
             "SIDESTREAM_LOG_FORMAT": "json",
+            **(extra_env or {}),
         }
         with log.open("ab") as out:
             process = subprocess.Popen(
@@ -189,6 +192,7 @@ async def _drive_api(base_url: str, operations: int, progress: Progress) -> ApiW
     tenants = [f"demo-{name}" for name in ("acme", "globex", "initech", "umbrella", "hooli")]
     projects: dict[str, list[str]] = {tenant: [] for tenant in tenants}
     task = progress.add_task("driving the API", total=operations)
+    run_token = uuid.uuid4().hex[:6]
     done = 0
     limits = httpx.Limits(max_connections=16)
     async with httpx.AsyncClient(base_url=base_url, timeout=10, limits=limits) as client:
@@ -208,7 +212,8 @@ async def _drive_api(base_url: str, operations: int, progress: Progress) -> ApiW
                     "POST",
                     f"/v1/tenants/{tenant}/projects",
                     "setup",
-                    json={"name": f"project {i}", "description": "created by the demo"},
+                    # Names are unique per tenant: a run token keeps reruns from colliding.
+                    json={"name": f"project {i} ({run_token})", "description": "by the demo"},
                 )
                 if response.status_code == 201:
                     projects[tenant].append(response.json()["id"])
@@ -380,6 +385,7 @@ def run(
     log_dir = Path(config.stack_dir) / "demo"
     log_dir.mkdir(parents=True, exist_ok=True)
     demo = DemoRun(config, log_dir)
+    cleanups: list[Callable[[], object]] = []
     started = time.monotonic()
     exit_codes: dict[str, int | None] = {}
     try:
@@ -394,6 +400,18 @@ def run(
         before = {name: _count(config, table) for name, (table, _) in SINK_TABLES.items()}
         for name in (*SINK_TABLES, "outbox-relay", "invalidation"):
             demo.start_worker(name)
+        # Emails go to a local mail catcher the demo runs (no mail leaves the machine).
+        mail = _MailCatcher()
+        smtp = Controller(mail, hostname="127.0.0.1", port=_free_port())
+        smtp.start()
+        cleanups.append(smtp.stop)
+        demo.start_worker(
+            "notify",
+            {
+                "SIDESTREAM_DELIVERY_SMTP_HOST": "127.0.0.1",
+                "SIDESTREAM_DELIVERY_SMTP_PORT": str(smtp.port),
+            },
+        )
         api = demo.start_api()
         console.print(
             f"[green]✓[/] started the API ({api.url}) and workers: "
@@ -423,8 +441,12 @@ def run(
         after = {name: _count(config, table) for name, (table, _) in SINK_TABLES.items()}
         lag = _lag(config)
         observed = _observe(demo)
+        with postgres_connect(config) as conn:
+            deliveries = notification_summary(conn)
     finally:
         exit_codes = demo.stop_workers()
+        for cleanup in cleanups:
+            cleanup()
         if not keep_stack and not was_up:
             stack.down()
 
@@ -435,6 +457,8 @@ def run(
         expected=expected,
         lag=lag,
         observed=observed,
+        deliveries=deliveries,
+        emails=mail.received,
         landed=landed,
         land_seconds=land_seconds,
         total_seconds=time.monotonic() - started,
@@ -444,6 +468,17 @@ def run(
     )
     if not landed or any(code != 0 for code in exit_codes.values()):
         raise typer.Exit(code=1)
+
+
+class _MailCatcher:
+    """An SMTP handler that counts what it receives (aiosmtpd calls handle_DATA)."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        self.received += 1
+        return "250 OK"
 
 
 @dataclass
@@ -500,6 +535,8 @@ def _print_summary(
     expected: dict[str, int],
     lag: dict[str, int],
     observed: Observed,
+    deliveries: dict[str, int],
+    emails: int,
     landed: bool,
     land_seconds: float,
     total_seconds: float,
@@ -533,18 +570,31 @@ def _print_summary(
     latencies = sorted(workload.latencies_ms) or [0.0]
     statuses = ", ".join(f"{code}: {n}" for code, n in sorted(workload.statuses.items()))
     hit_ratio = observed.hit_ratio
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     console.print(
         f"• API: {sum(workload.statuses.values()):,} requests ({statuses}); "
-        f"p50 {latencies[len(latencies) // 2]:.1f} ms, "
-        f"p99 {latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]:.1f} ms\n"
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms\n"
         f"• {workload.writes} API writes committed their row and their AuditEvent + "
-        "EntityChanged in one transaction (the outbox relay published them)\n"
-        f"• cache: hit ratio {hit_ratio:.0%} (L1 {observed.cache_hits_l1:.0f}, Redis "
-        f"{observed.cache_hits_redis:.0f}, misses {observed.cache_misses:.0f}); "
-        f"invalidation lag (event → keys tombstoned) p50 {ms(observed.invalidation_p50_s)}, "
-        f"p99 {ms(observed.invalidation_p99_s)}\n"
-        if hit_ratio is not None
-        else "• cache: no reads recorded\n"
+        "EntityChanged in one transaction (the outbox relay published them)"
+    )
+    if hit_ratio is None:
+        console.print("• cache: no reads recorded")
+    else:
+        console.print(
+            f"• cache: hit ratio {hit_ratio:.0%} (L1 {observed.cache_hits_l1:.0f}, Redis "
+            f"{observed.cache_hits_redis:.0f}, misses {observed.cache_misses:.0f}); "
+            f"invalidation lag (event → keys tombstoned) p50 {ms(observed.invalidation_p50_s)}, "
+            f"p99 {ms(observed.invalidation_p99_s)}"
+        )
+    by_status = ", ".join(
+        f"{status_name} {deliveries.get(status_name, 0):,}"
+        for status_name in ("pending", "sending", "sent", "failed")
+    )
+    console.print(
+        f"• notifications by status: {by_status} (the notify worker keeps delivering; "
+        f"{emails:,} emails reached the demo's local mail catcher, "
+        f"{deliveries.get('attempts', 0):,} attempts recorded)"
     )
     console.print(
         f"• {sum(direct.values()):,} events were published directly; {POISON_RECORDS} poison "

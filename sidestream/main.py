@@ -7,7 +7,19 @@ import sys
 import typer
 
 from runtime import RuntimeSetupError
-from sidestream import api_cmd, db, demo, dev, load_cmd, schemas_cmd, topics_cmd, worker
+from sidestream import (
+    api_cmd,
+    db,
+    demo,
+    deploy_check,
+    dev,
+    load_cmd,
+    notifications_cmd,
+    observe_cmd,
+    schemas_cmd,
+    topics_cmd,
+    worker,
+)
 from sidestream.bench import cli as bench_cli
 from sidestream.context import err_console
 
@@ -25,6 +37,9 @@ app.add_typer(topics_cmd.app, name="topics")
 app.command(name="demo")(demo.run)
 app.add_typer(load_cmd.app, name="load")
 app.add_typer(api_cmd.app, name="api")
+app.add_typer(notifications_cmd.app, name="notifications")
+app.add_typer(deploy_check.app, name="deploy")
+app.add_typer(observe_cmd.app, name="observe")
 app.add_typer(bench_cli.app, name="bench")
 
 

@@ -12,6 +12,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -19,8 +20,10 @@ import typer
 from prometheus_client import REGISTRY
 
 from consumers import SINKS, WorkerOptions, run_worker
+from consumers.delivery import run_notify_worker
 from producers import run_relay
 from runtime import ObservabilityServer, Settings
+from runtime.observability import announce_targets, targets_dir
 from sidestream import invalidation_cmd
 from sidestream.context import settings
 
@@ -53,10 +56,15 @@ def _relay_runner(config: Settings, stop: threading.Event, args: WorkerArgs) -> 
     return 0
 
 
+def _notify_runner(config: Settings, stop: threading.Event, args: WorkerArgs) -> int:
+    return int(run_notify_worker(config, stop=stop, schema=args.schema))
+
+
 WORKERS: dict[str, Runner] = {
     **{name: _sink_runner for name in SINKS},
     "outbox-relay": _relay_runner,
     "invalidation": invalidation_cmd.run,
+    "notify": _notify_runner,
 }
 
 
@@ -92,4 +100,8 @@ def run(
     stop = threading.Event()
     _install_signal_handlers(stop)
     args = WorkerArgs(name, group, tuple(topic) if topic else None, schema)
-    raise typer.Exit(code=runner(settings(), stop, args))
+    config = settings()
+    if config.profile == "local":
+        # `make observe` (sidestream observe) finds local workers through these files.
+        announce_targets(targets_dir(Path(config.stack_dir).resolve()), name)
+    raise typer.Exit(code=runner(config, stop, args))

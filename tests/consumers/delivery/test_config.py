@@ -1,0 +1,64 @@
+"""DeliveryConfig: local defaults, validation, and building from settings or JSON."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumers.delivery import DeliveryConfig
+from runtime import Settings
+
+
+def test_defaults_are_valid_and_secrets_are_not_shown() -> None:
+    config = DeliveryConfig(smtp_password="hunter2")
+    assert config.smtp_host == "127.0.0.1"
+    assert "hunter2" not in repr(config)
+    assert config.webhook_signing_secret not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"backoff_base_s": 0}, "backoff_base_s"),
+        ({"claim_batch": 100, "max_in_flight": 10}, "claim_batch"),
+        ({"lease_s": 15, "webhook_timeout_s": 10}, "lease_s"),
+        ({"webhook_signing_secret": ""}, "secret"),
+    ],
+)
+def test_invalid_values_are_rejected(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DeliveryConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_from_mapping_and_replace_reject_unknown_fields() -> None:
+    assert DeliveryConfig.from_mapping({"max_attempts": 3}).max_attempts == 3
+    with pytest.raises(ValueError, match="unknown DeliveryConfig fields: nope"):
+        DeliveryConfig.from_mapping({"nope": 1})
+    with pytest.raises(ValueError, match="unknown"):
+        DeliveryConfig().replace(nope=1)
+    assert DeliveryConfig().replace(per_host_concurrency=2).per_host_concurrency == 2
+
+
+def test_from_settings_uses_defaults_for_settings_that_do_not_exist_yet() -> None:
+    assert DeliveryConfig.from_settings(Settings()) == DeliveryConfig()
+
+
+def test_from_settings_reads_delivery_fields() -> None:
+    from pydantic import SecretStr
+
+    class WithDelivery(Settings):
+        delivery_max_attempts: int = 3
+        delivery_smtp_password: SecretStr = SecretStr("pw")
+
+    config = DeliveryConfig.from_settings(WithDelivery())
+    assert (config.max_attempts, config.smtp_password) == (3, "pw")
+
+
+def test_production_refuses_the_local_signing_secret() -> None:
+    import threading
+
+    from consumers.delivery import run_notify_worker
+    from runtime import ConfigError
+
+    with pytest.raises(ConfigError, match="SIGNING_SECRET"):
+        run_notify_worker(Settings(profile="production"), stop=threading.Event())

@@ -15,7 +15,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from schemas._codec import Encoder, EventCodec, build_codec
+from schemas._codec import Encoder, EventCodec, MalformedRecordError, build_codec
+from schemas._decode import Decoder, fast_decoder
 from schemas.catalog import default_catalog, fingerprint
 from schemas.errors import (
     DecodeError,
@@ -26,7 +27,13 @@ from schemas.errors import (
 )
 from schemas.events import EVENT_TYPES, Event
 from schemas.registry import ConfluentSchemaRegistry, SchemaRegistry
-from schemas.wire import confluent_header, parse_framing, single_object_header
+from schemas.wire import (
+    CONFLUENT_HEADER_SIZE,
+    SINGLE_OBJECT_HEADER_SIZE,
+    confluent_header,
+    parse_framing,
+    single_object_header,
+)
 
 __all__ = ["EventDeserializer", "EventSerializer", "validate"]
 
@@ -155,6 +162,10 @@ class EventDeserializer:
     Reads both framings whatever it is configured with; a registry is needed only for the
     Confluent wire format. Records written with an older schema version come back as the current
     event class (Avro schema resolution fills new fields from their defaults).
+
+    The first record of each writer schema takes the careful path (framing parsed, schema looked
+    up, fastavro); it leaves a compiled decoder (`schemas._decode`) keyed by the value's header,
+    which every later record with that header takes directly.
     """
 
     def __init__(
@@ -180,6 +191,10 @@ class EventDeserializer:
         }
         # Registry id -> (codec, writer fingerprint, writer schema); ids are immutable.
         self._by_schema_id: dict[int, tuple[EventCodec, bytes, Mapping[str, Any]]] = {}
+        # Compiled decoders by the value's whole header: marker + fingerprint (10 bytes), or
+        # magic byte + schema id (5 bytes). One slice and one dict lookup find the decoder.
+        self._single_object: dict[bytes, Decoder] = {}
+        self._confluent: dict[bytes, Decoder] = {}
 
     def deserialize(self, data: bytes, topic: str | None = None) -> Event:
         """The event encoded in `data` (a message value read from `topic`).
@@ -188,6 +203,29 @@ class EventDeserializer:
         corrupt body), `UnknownSchemaError` when the writer schema is not known here, and
         `RegistryError` for Confluent-framed data without a usable registry.
         """
+        if type(data) is not bytes:
+            data = bytes(data)  # a bytearray or memoryview: slices must be hashable
+        decode = self._single_object.get(data[:SINGLE_OBJECT_HEADER_SIZE])
+        if decode is None:
+            decode = self._confluent.get(data[:CONFLUENT_HEADER_SIZE])
+            if decode is None:
+                return self._deserialize_carefully(data, topic)
+        try:
+            return decode(data)
+        except MalformedRecordError as exc:
+            raise DecodeError(
+                f"cannot decode {exc.subject} record"
+                + (f" from topic {topic}" if topic else "")
+                + f": {exc.reason}",
+                topic=topic,
+            ) from exc
+        except Exception:  # noqa: S110 - the careful path below decides, and names the problem
+            pass
+        return self._deserialize_carefully(data, topic)
+
+    def _deserialize_carefully(self, data: bytes, topic: str | None) -> Event:
+        """`deserialize` through parsed framing, schema lookup and fastavro; on the way, leave
+        the compiled decoder of this header for the records that follow."""
         framing = parse_framing(data, topic=topic)
         if framing.fingerprint is not None:
             version = self._catalog.by_fingerprint(framing.fingerprint)
@@ -200,9 +238,16 @@ class EventDeserializer:
                     topic=topic,
                 )
             writer_fingerprint, writer_schema = version.fingerprint, version.schema
+            table = self._single_object
         else:
             assert framing.schema_id is not None
             codec, writer_fingerprint, writer_schema = self._writer_for_id(framing.schema_id, topic)
+            table = self._confluent
+        header = data[: framing.body_offset]
+        if header not in table:
+            decoder = fast_decoder(codec, writer_fingerprint, writer_schema, framing.body_offset)
+            if decoder is not None:
+                table[header] = decoder
         stream = io.BytesIO(data)
         stream.seek(framing.body_offset)
         try:

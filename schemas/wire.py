@@ -19,7 +19,9 @@ from typing import Literal
 from schemas.errors import DecodeError
 
 __all__ = [
+    "CONFLUENT_HEADER_SIZE",
     "CONFLUENT_MAGIC",
+    "SINGLE_OBJECT_HEADER_SIZE",
     "SINGLE_OBJECT_MARKER",
     "Framing",
     "confluent_header",
@@ -29,8 +31,10 @@ __all__ = [
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
-_SINGLE_OBJECT_HEADER_SIZE = 10
-_CONFLUENT_HEADER_SIZE = 5
+SINGLE_OBJECT_HEADER_SIZE = 10
+"""Marker and fingerprint: the Avro body starts at this offset."""
+CONFLUENT_HEADER_SIZE = 5
+"""Magic byte and schema id: the Avro body starts at this offset."""
 
 
 def single_object_header(fingerprint: bytes) -> bytes:
@@ -61,16 +65,16 @@ class Framing:
 def parse_framing(data: bytes, *, topic: str | None = None) -> Framing:
     """Read the prefix of `data`; raise `DecodeError` if it is neither framing."""
     if data[:2] == SINGLE_OBJECT_MARKER:
-        if len(data) < _SINGLE_OBJECT_HEADER_SIZE:
+        if len(data) < SINGLE_OBJECT_HEADER_SIZE:
             raise DecodeError(
                 f"truncated single-object header: {len(data)} bytes, need 10", topic=topic
             )
-        return Framing("single-object", bytes(data[2:10]), None, _SINGLE_OBJECT_HEADER_SIZE)
+        return Framing("single-object", bytes(data[2:10]), None, SINGLE_OBJECT_HEADER_SIZE)
     if data[:1] == CONFLUENT_MAGIC:
-        if len(data) < _CONFLUENT_HEADER_SIZE:
+        if len(data) < CONFLUENT_HEADER_SIZE:
             raise DecodeError(f"truncated Confluent header: {len(data)} bytes, need 5", topic=topic)
         schema_id = int.from_bytes(data[1:5], "big")
-        return Framing("confluent", None, schema_id, _CONFLUENT_HEADER_SIZE)
+        return Framing("confluent", None, schema_id, CONFLUENT_HEADER_SIZE)
     raise DecodeError(
         f"not an encoded event: starts with {bytes(data[:2]).hex() or 'nothing'}, expected "
         "c301 (Avro single-object) or 00 (Confluent wire format)",

@@ -10,7 +10,7 @@ W ?= audit
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: observe observe-down deploy-check tools help setup lock up down status migrate topics worker demo test test-all test-chaos api notifications load bench bench-quick lint fmt typecheck schemas-check clean
+.PHONY: replay dlq-show dlq-redrive lag observe observe-down deploy-check tools help setup lock up down status migrate topics worker demo test test-all test-chaos api notifications load bench bench-quick lint fmt typecheck schemas-check clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +62,18 @@ test-chaos: $(STAMP) ## Run only the slow fault tests (SIGKILLed workers, databa
 
 api: $(STAMP) ## Serve the reference API on 127.0.0.1:8000 (sidestream api)
 	$(SS) api
+
+replay: $(STAMP) ## Replay a sink's group: make replay W=audit ARGS="--from-time 2h [--target-schema shadow] [--rate 2000] [--dry-run]"
+	$(SS) replay --sink $(W) $(ARGS)
+
+dlq-show: $(STAMP) ## Dead letters by error class: make dlq-show W=audit
+	$(SS) dlq show sidestream.$(W) $(ARGS)
+
+dlq-redrive: $(STAMP) ## Send fixed dead letters back once: make dlq-redrive W=audit ARGS="--error-class CheckViolation [--dry-run]"
+	$(SS) dlq redrive sidestream.$(W) $(ARGS)
+
+lag: $(STAMP) ## Consumer lag per group and partition: make lag [ARGS="--watch" | ARGS="--json"]
+	$(SS) lag $(ARGS)
 
 notifications: $(STAMP) ## Notification deliveries by status: make notifications [ARGS="--status failed"]
 	$(SS) notifications show $(ARGS)

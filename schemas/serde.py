@@ -20,7 +20,6 @@ from schemas._decode import Decoder, fast_decoder
 from schemas.catalog import default_catalog, fingerprint
 from schemas.errors import (
     DecodeError,
-    RegistryError,
     SchemaError,
     UnknownSchemaError,
     ValidationError,
@@ -201,7 +200,8 @@ class EventDeserializer:
 
         Raises `DecodeError` for bytes that are not an encoded event (bad framing, truncated or
         corrupt body), `UnknownSchemaError` when the writer schema is not known here, and
-        `RegistryError` for Confluent-framed data without a usable registry.
+        `UnknownSchemaError` for Confluent-framed data when no registry is configured,
+        `RegistryError` when the configured registry cannot be reached.
         """
         if type(data) is not bytes:
             data = bytes(data)  # a bytearray or memoryview: slices must be hashable
@@ -278,10 +278,14 @@ class EventDeserializer:
         if found is not None:
             return found
         if self._registry is None:
-            raise RegistryError(
+            # Not a registry outage (retrying cannot help): without a registry this reader
+            # can never learn the writer schema, so the record is poison for it.
+            raise UnknownSchemaError(
                 f"record in Confluent wire format (schema id {schema_id})"
                 + (f" on topic {topic}" if topic else "")
-                + " but no schema registry is configured: pass schema_registry_url"
+                + " but no schema registry is configured: pass schema_registry_url",
+                schema_id=schema_id,
+                topic=topic,
             )
         text = self._registry.lookup(schema_id)
         try:

@@ -13,9 +13,12 @@ from sidestream import (
     demo,
     deploy_check,
     dev,
+    dlq_cmd,
+    lag_cmd,
     load_cmd,
     notifications_cmd,
     observe_cmd,
+    replay_cmd,
     schemas_cmd,
     topics_cmd,
     worker,
@@ -40,6 +43,9 @@ app.add_typer(api_cmd.app, name="api")
 app.add_typer(notifications_cmd.app, name="notifications")
 app.add_typer(deploy_check.app, name="deploy")
 app.add_typer(observe_cmd.app, name="observe")
+app.command("replay")(replay_cmd.replay)
+app.add_typer(dlq_cmd.app, name="dlq")
+app.command("lag")(lag_cmd.lag)
 app.add_typer(bench_cli.app, name="bench")
 
 

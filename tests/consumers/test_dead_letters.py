@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -44,14 +45,19 @@ def test_poison_records_are_dead_lettered_and_the_rest_lands(
         change_kind=ChangeKind.UPDATED,
     )
     unknown_fingerprint = b"\xc3\x01" + os.urandom(8) + b"\x02ab"
+    # Confluent framing (magic byte 0) while no registry is configured: never decodable here.
+    confluent_framed = b"\x00\x00\x00\x00\x07\x02ab"
+    # Random bytes that start like neither framing.
+    garbage = b"\x7f" + os.urandom(40)
     stream: list[Any] = [
         *good[:50],
-        os.urandom(40),  # random bytes
+        garbage,
         *good[50:120],
         violating,
         *good[120:180],
         wrong_type,
         unknown_fingerprint,
+        confluent_framed,
         *good[180:],
     ]
     produce(stack_settings, topic, stream)
@@ -61,11 +67,12 @@ def test_poison_records_are_dead_lettered_and_the_rest_lands(
         WorkerOptions("audit", group_id=unique("g"), topics=(topic,), schema=sink_schema),
     )
     assert wait_for(lambda: count_rows(pg_conn, sink_schema, "audit_events") == 200, timeout=60)
-    letters = read_all(stack_settings, dead_letter_topic(topic), expect=4)
+    letters = read_all(stack_settings, dead_letter_topic(topic), expect=5)
     assert worker.shutdown() == 0
 
-    assert len(letters) == 4
+    assert len(letters) == 5
     by_class: dict[str, tuple[Message, dict[str, bytes]]] = {}
+    classes: Counter[str] = Counter()
     for message in letters:
         headers = {k: v for k, v in headers_of(message) if isinstance(v, bytes)}
         assert headers["sidestream.dlq.source.topic"] == topic.encode()
@@ -74,12 +81,14 @@ def test_poison_records_are_dead_lettered_and_the_rest_lands(
         assert headers["sidestream.dlq.worker"]
         assert int(headers["sidestream.dlq.time"]) > 0
         by_class[headers["sidestream.dlq.error.class"].decode()] = (message, headers)
+        classes[headers["sidestream.dlq.error.class"].decode()] += 1
     assert set(by_class) == {
         "DecodeError",
         "CheckViolation",
         "WrongEventType",
         "UnknownSchemaError",
     }
+    assert classes["UnknownSchemaError"] == 2  # unknown fingerprint + Confluent w/o registry
     check_message, check_headers = by_class["CheckViolation"]
     assert int(check_headers["sidestream.dlq.source.offset"]) == 121
     assert b"23514" in check_headers["sidestream.dlq.error.message"]

@@ -1,0 +1,109 @@
+"""Operator tools for consumer groups: replay, dead-letter redrive and lag.
+
+- :mod:`~consumers.ops.replay` — move a group back to a time, an offset or the beginning
+  (Postgres and Kafka offsets together), and run a sink over the range, in place or into
+  a shadow schema;
+- :mod:`~consumers.ops.redrive` — read ``<topic>.dlq`` grouped by error class and send
+  chosen records back to their source topic, each at most once;
+- :mod:`~consumers.ops.lag` — records and event-time behind, per group and partition.
+
+They read topics by assignment (:class:`TopicReader`) and never trust a single broker
+answer they can check: end offsets are confirmed by reading, time lookups are verified
+and bisected when wrong.
+"""
+
+from consumers.ops.errors import (
+    BrokerError,
+    GroupActiveError,
+    KafkaCommitError,
+    OpsError,
+    PartitionNotFoundError,
+    ReadTimeoutError,
+    RedriveError,
+    ReplayStalledError,
+    TopicNotFoundError,
+)
+from consumers.ops.groups import Activity, GroupActivity, GroupInspector
+from consumers.ops.lag import GroupLag, LagReport, PartitionLag, measure_lag
+from consumers.ops.pacing import RateLimiter, ThrottledSink
+from consumers.ops.reader import EndOffsets, Peek, TopicReader
+from consumers.ops.redrive import (
+    DeadLetter,
+    ErrorClassSummary,
+    LetterFilter,
+    OffsetRange,
+    Redriver,
+    RedriveReport,
+    read_dead_letters,
+    redriven_positions,
+    summarize,
+)
+from consumers.ops.replay import (
+    FromBeginning,
+    FromTime,
+    PartitionPlan,
+    ReplayOutcome,
+    ReplayPlan,
+    ReplayProgress,
+    ReplayRunner,
+    ResetResult,
+    StartAt,
+    ToOffset,
+    plan_replay,
+    prepare_shadow_schema,
+    reset_offsets,
+    resume_points,
+    shadow_group_id,
+)
+from consumers.ops.timeindex import TimeLookup, offsets_for_time, parse_time
+
+__all__ = [
+    "Activity",
+    "BrokerError",
+    "DeadLetter",
+    "EndOffsets",
+    "ErrorClassSummary",
+    "FromBeginning",
+    "FromTime",
+    "GroupActiveError",
+    "GroupActivity",
+    "GroupInspector",
+    "GroupLag",
+    "KafkaCommitError",
+    "LagReport",
+    "LetterFilter",
+    "OffsetRange",
+    "OpsError",
+    "PartitionLag",
+    "PartitionNotFoundError",
+    "PartitionPlan",
+    "Peek",
+    "RateLimiter",
+    "ReadTimeoutError",
+    "RedriveError",
+    "RedriveReport",
+    "Redriver",
+    "ReplayOutcome",
+    "ReplayPlan",
+    "ReplayProgress",
+    "ReplayRunner",
+    "ReplayStalledError",
+    "ResetResult",
+    "StartAt",
+    "ThrottledSink",
+    "TimeLookup",
+    "ToOffset",
+    "TopicNotFoundError",
+    "TopicReader",
+    "measure_lag",
+    "offsets_for_time",
+    "parse_time",
+    "plan_replay",
+    "prepare_shadow_schema",
+    "read_dead_letters",
+    "redriven_positions",
+    "reset_offsets",
+    "resume_points",
+    "shadow_group_id",
+    "summarize",
+]

@@ -1,0 +1,221 @@
+"""``sidestream dlq show|redrive``: look at a dead-letter topic, then send records back.
+
+``show`` groups ``<topic>.dlq`` by error class (counts, first/last time, samples, how
+many were redriven or sit at the redrive cap). ``redrive`` sends the chosen records
+(by error class, time range or offsets) back to their source topic with their original
+key and headers plus ``sidestream.redrive.count``; each dead letter is redriven at most
+once (progress is kept in ``dlq_redrives``), records at ``--max-redrives`` are skipped
+and listed. ``--dry-run`` shows what would be sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from consumers import dead_letter_topic
+from consumers.ops import (
+    DeadLetter,
+    LetterFilter,
+    OffsetRange,
+    OpsError,
+    Redriver,
+    TopicReader,
+    parse_time,
+    read_dead_letters,
+    redriven_positions,
+    summarize,
+)
+from consumers.ops.positions import has_table
+from runtime.clients import kafka_producer, postgres_connect
+from sidestream.context import console, err_console, settings
+
+app = typer.Typer(help="Dead-letter topics: show them, redrive fixed records.")
+
+TopicArg = Annotated[str, typer.Argument(help="Source topic (its dead letters: TOPIC.dlq).")]
+DlqOpt = Annotated[
+    str | None, typer.Option("--dlq-topic", help="Dead-letter topic (default: TOPIC.dlq).")
+]
+ClassOpt = Annotated[
+    list[str] | None, typer.Option("--error-class", help="Only this error class (repeatable).")
+]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="Dead-lettered at or after (ISO 8601 or 2h, 1d, ...).")
+]
+UntilOpt = Annotated[str | None, typer.Option(help="Dead-lettered before (ISO or relative).")]
+OffsetsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--offsets", help="Dead-letter positions P:O or P:A-B (repeatable)."),
+]
+MaxOpt = Annotated[int, typer.Option(min=0, help="Skip records already redriven this many times.")]
+SchemaOpt = Annotated[
+    str | None,
+    typer.Option(help="Schema of the dlq_redrives table (default: the configured one)."),
+]
+
+
+@contextmanager
+def _reported_errors() -> Iterator[None]:
+    try:
+        yield
+    except (OpsError, ValueError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+
+
+def _filter(
+    error_class: list[str] | None,
+    since: str | None,
+    until: str | None,
+    offsets: list[str] | None,
+) -> LetterFilter:
+    now = datetime.now(UTC)
+    return LetterFilter(
+        error_classes=frozenset(error_class or ()),
+        since=parse_time(since, now=now) if since else None,
+        until=parse_time(until, now=now) if until else None,
+        offsets=tuple(OffsetRange.parse(text) for text in offsets or ()),
+    )
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _preview(data: bytes | None, limit: int = 24) -> str:
+    if data is None:
+        return "-"
+    text = data[:limit].decode("utf-8", "replace")
+    return text.encode("unicode_escape").decode() + ("…" if len(data) > limit else "")
+
+
+@app.command("show")
+def show(
+    topic: TopicArg,
+    dlq_topic: DlqOpt = None,
+    error_class: ClassOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    offsets: OffsetsOpt = None,
+    samples: Annotated[int, typer.Option(min=0, max=50, help="Samples per error class.")] = 3,
+    max_redrives: MaxOpt = 3,
+    schema: SchemaOpt = None,
+) -> None:
+    """Dead letters grouped by error class, with counts and samples."""
+    with _reported_errors():
+        config = settings()
+        dlq = dlq_topic or dead_letter_topic(topic)
+        chosen = _filter(error_class, since, until, offsets)
+        target = schema or config.postgres_schema
+        with (
+            postgres_connect(config, autocommit=True, connect_timeout=10) as conn,
+            TopicReader.from_settings(config) as reader,
+        ):
+            done = (
+                redriven_positions(conn, target, dlq)
+                if has_table(conn, target, "dlq_redrives")
+                else {}
+            )
+            summary = summarize(
+                read_dead_letters(reader, dlq, chosen),
+                redriven=done,
+                max_redrives=max_redrives,
+                samples=samples,
+            )
+        if not summary:
+            console.print(
+                f"{dlq}: no dead letters" + (" match" if chosen != LetterFilter() else "")
+            )
+            return
+        table = Table(title=f"{dlq}: dead letters by error class", title_justify="left")
+        for column in ("error class", "count", "redriven", "at cap", "first", "last"):
+            table.add_column(column, justify="left" if column == "error class" else "right")
+        for entry in summary:
+            table.add_row(
+                entry.error_class,
+                f"{entry.count:,}",
+                f"{entry.redriven:,}",
+                f"{entry.at_cap:,}",
+                _when(entry.first_at),
+                _when(entry.last_at),
+            )
+        console.print(table)
+        for entry in summary:
+            if not entry.samples:
+                continue
+            console.print(f"[bold]{entry.error_class}[/] samples:")
+            for letter in entry.samples:
+                message = " ".join(letter.error_message.split())[:240]
+                console.print(
+                    f"  {letter.partition}:{letter.offset}  from {letter.source_topic}"
+                    f"[{letter.source_partition}]@{letter.source_offset}"
+                    f"  at {_when(letter.dead_lettered_at)}  redriven {letter.redrive_count}x"
+                    f"  key={_preview(letter.key)}\n    {message}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+
+def _positions(letters: tuple[DeadLetter, ...], limit: int = 20) -> str:
+    shown = ", ".join(f"{x.partition}:{x.offset}" for x in letters[:limit])
+    return shown + (f" … (+{len(letters) - limit})" if len(letters) > limit else "")
+
+
+@app.command("redrive")
+def redrive(
+    topic: TopicArg,
+    dlq_topic: DlqOpt = None,
+    error_class: ClassOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    offsets: OffsetsOpt = None,
+    max_redrives: MaxOpt = 3,
+    schema: SchemaOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be redriven; send nothing.")
+    ] = False,
+) -> None:
+    """Send chosen dead letters back to their source topic (each at most once)."""
+    with _reported_errors():
+        config = settings()
+        dlq = dlq_topic or dead_letter_topic(topic)
+        chosen = _filter(error_class, since, until, offsets)
+        target = schema or config.postgres_schema
+        producer = kafka_producer(config, **{"client.id": "sidestream-dlq-redrive"})
+        try:
+            with (
+                postgres_connect(config, autocommit=True, connect_timeout=10) as conn,
+                TopicReader.from_settings(config) as reader,
+            ):
+                if not has_table(conn, target, "dlq_redrives"):
+                    raise ValueError(
+                        f"no dlq_redrives table in schema {target}: run `sidestream db migrate`"
+                    )
+                redriver = Redriver(
+                    producer=producer, conn=conn, schema=target, max_redrives=max_redrives
+                )
+                report = redriver.redrive(read_dead_letters(reader, dlq, chosen), dry_run=dry_run)
+        finally:
+            producer.flush(10)
+        verb = "would redrive" if dry_run else "redrove"
+        console.print(
+            f"{dlq}: {verb} {len(report.redriven):,}; skipped "
+            f"{len(report.already_redriven):,} already redriven, "
+            f"{len(report.repeats):,} repeats of a record redriven once, "
+            f"{len(report.at_cap):,} at the redrive cap ({max_redrives})",
+            highlight=False,
+        )
+        if report.redriven:
+            console.print(f"  {verb}: {_positions(report.redriven)}", highlight=False)
+        if report.at_cap:
+            err_console.print(
+                f"[yellow]skipped at the redrive cap[/]: {_positions(report.at_cap)} — "
+                "they failed again after every redrive; fix the cause or raise --max-redrives",
+                highlight=False,
+                soft_wrap=True,
+            )

@@ -10,11 +10,17 @@ import typer
 from rich.table import Table
 
 from runtime.localstack import LocalStack
-from sidestream.bench import publish, sink
+from sidestream.bench import api, cache, e2e, publish, sink
 from sidestream.bench.harness import BenchContext, Figure, Section, Sizes, scoreboard, write_results
 from sidestream.context import console, settings
 
-SECTIONS: dict[str, Section] = {"publish": publish.run, "sink": sink.run}
+SECTIONS: dict[str, Section] = {
+    "publish": publish.run,
+    "sink": sink.run,
+    "cache": cache.run,
+    "api": api.run,
+    "e2e": e2e.run,
+}
 
 app = typer.Typer(help="Benchmarks against the local stack, scored against same-run baselines.")
 

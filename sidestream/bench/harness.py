@@ -8,13 +8,16 @@ machine shifts both sides alike instead of faking or hiding a regression.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -28,7 +31,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from runtime import Settings
-from runtime.clients import kafka_admin, postgres_connect
+from runtime.clients import kafka_admin, postgres_connect, redis_client
 from runtime.migrations import MigrationSource, migrate
 
 
@@ -102,14 +105,88 @@ def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0
     return check()
 
 
+async def time_calls(call: Callable[[], Awaitable[object]], n: int) -> list[float]:
+    """Microseconds of each of ``n`` awaited ``call()``s, in order, with the garbage
+    collector off (a collection inside one call says nothing about the call)."""
+    clock = time.perf_counter_ns
+    samples = [0.0] * n
+    gc.disable()
+    try:
+        for i in range(n):
+            t0 = clock()
+            await call()
+            samples[i] = (clock() - t0) / 1000
+    finally:
+        gc.enable()
+    return samples
+
+
+async def time_against(
+    measured: Callable[[], Awaitable[object]],
+    baseline: Callable[[], Awaitable[object]],
+    n: int,
+    *,
+    rounds: int = 5,
+) -> tuple[list[float], list[float]]:
+    """:func:`time_calls` of ``measured`` and of ``baseline``, ``n`` calls each, in
+    alternating rounds, so that a shared machine's drift hits both sides alike."""
+    ours: list[float] = []
+    theirs: list[float] = []
+    per_round = max(1, n // rounds)
+    for _ in range(rounds):
+        ours += await time_calls(measured, per_round)
+        theirs += await time_calls(baseline, per_round)
+    return ours, theirs
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a child process (a worker, the API, a peer): this one's, with
+    the connection settings of ``settings`` (which may carry overrides) and quiet logs."""
+    return {
+        **os.environ,
+        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
+        "SIDESTREAM_REDIS_URL": settings.redis_url.get_secret_value(),
+        "SIDESTREAM_LOG_LEVEL": "WARNING",
+    }
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> int | None:
+    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    return process.returncode
+
+
 @dataclass
 class Sizes:
-    """How big each section runs: ``quick`` keeps CI honest, ``full`` measures."""
+    """How big each section runs: ``quick`` keeps CI honest, ``full`` measures.
+
+    ``scale`` shrinks every quick size and duration further (smoke tests); full runs
+    ignore it.
+    """
 
     quick: bool
+    scale: float = 1.0
 
     def pick(self, quick: int, full: int) -> int:
-        return quick if self.quick else full
+        return max(1, round(quick * self.scale)) if self.quick else full
+
+    def seconds(self, quick: float, full: float) -> float:
+        """A duration, in seconds, picked like :meth:`pick`."""
+        return quick * self.scale if self.quick else full
 
 
 @dataclass
@@ -152,6 +229,35 @@ class BenchContext:
         for future in self.admin.delete_topics(names, operation_timeout=15).values():
             with contextlib.suppress(Exception):
                 future.result(timeout=15)
+
+    def namespace(self, prefix: str) -> str:
+        """A fresh Redis key namespace; its keys (``<name>:*``) are deleted at the end."""
+        name = self.name(prefix)
+
+        def delete_keys() -> None:
+            client = redis_client(self.settings)
+            try:
+                keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+                for start in range(0, len(keys), 1000):
+                    client.delete(*keys[start : start + 1000])
+            finally:
+                client.close()
+
+        self._cleanups.append(delete_keys)
+        return name
+
+    def spawn(self, argv: list[str], **popen: Any) -> subprocess.Popen[Any]:
+        """Start a child process with :func:`child_env`; stopped at the end of the run
+        at the latest (sections stop theirs as soon as they are done with them)."""
+        process: subprocess.Popen[Any] = subprocess.Popen(
+            argv, env=child_env(self.settings), **popen
+        )
+
+        def stop() -> None:
+            stop_process(process, timeout=10)
+
+        self._cleanups.append(stop)
+        return process
 
     def schema(self, prefix: str, sources: list[MigrationSource]) -> str:
         """A fresh Postgres schema with ``sources`` migrated, dropped at the end."""

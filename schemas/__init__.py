@@ -22,6 +22,7 @@ from schemas.errors import (
 )
 from schemas.events import (
     EVENT_TYPES,
+    AnalyticsAlert,
     AnalyticsEvent,
     AuditEvent,
     AuditOutcome,
@@ -39,6 +40,7 @@ __all__ = [
     "AVRO_DIR",
     "EVENT_TYPES",
     "TRACEPARENT_HEADER",
+    "AnalyticsAlert",
     "AnalyticsEvent",
     "AuditEvent",
     "AuditOutcome",

@@ -27,6 +27,7 @@ from schemas.errors import ValidationError
 
 __all__ = [
     "EVENT_TYPES",
+    "AnalyticsAlert",
     "AnalyticsEvent",
     "AuditEvent",
     "AuditOutcome",
@@ -225,7 +226,34 @@ class EntityChanged(Event):
         return f"{self.tenant_id}:{self.entity_type}:{self.entity_id}".encode()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalyticsAlert(Event):
+    """A tenant's event rate did something unusual (found by the live analytics worker).
+
+    `occurred_at` is the end of the window that fired, in event time. The live worker derives
+    `event_id` from tenant, rule and window, so an alert emitted twice has one id.
+    """
+
+    SUBJECT: ClassVar[str] = "analytics_alert"
+    KIND: ClassVar[str] = "analytics"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    rule: str
+    """Which detector fired, e.g. ``rate_spike``."""
+    window_start: datetime
+    """Start (inclusive) of the window that fired, event time, UTC."""
+    window_seconds: int
+    observed_count: int
+    """Events of the tenant in the window, counted live (at least once)."""
+    baseline_mean: float
+    """Mean events per window over the `baseline_windows` windows before `window_start`."""
+    baseline_windows: int
+    threshold_factor: float
+    """The rule's k: it fires when ``observed_count > k * baseline_mean``."""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.SUBJECT: cls for cls in (AuditEvent, AnalyticsEvent, NotificationRequested, EntityChanged)
+    cls.SUBJECT: cls
+    for cls in (AuditEvent, AnalyticsEvent, NotificationRequested, EntityChanged, AnalyticsAlert)
 }
 """Every event class by its subject."""

@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY
 
 from consumers import SINKS, WorkerOptions, run_worker
 from consumers.delivery import run_notify_worker
+from consumers.live_analytics import DEFAULT_APP_ID, LiveAnalyticsOptions, run_live_analytics
 from producers import run_relay
 from runtime import ObservabilityServer, Settings
 from runtime.observability import announce_targets, targets_dir
@@ -56,6 +57,13 @@ def _relay_runner(config: Settings, stop: threading.Event, args: WorkerArgs) -> 
     return 0
 
 
+def _live_analytics_runner(config: Settings, stop: threading.Event, args: WorkerArgs) -> int:
+    options = LiveAnalyticsOptions(
+        app_id=args.group or DEFAULT_APP_ID, topics=args.topics, schema=args.schema
+    )
+    return int(run_live_analytics(config, options, stop=stop, install_signal_handlers=False))
+
+
 def _notify_runner(config: Settings, stop: threading.Event, args: WorkerArgs) -> int:
     return int(run_notify_worker(config, stop=stop, schema=args.schema))
 
@@ -65,6 +73,7 @@ WORKERS: dict[str, Runner] = {
     "outbox-relay": _relay_runner,
     "invalidation": invalidation_cmd.run,
     "notify": _notify_runner,
+    "live-analytics": _live_analytics_runner,
 }
 
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from runtime.localstack import LocalStack
-from sidestream.bench import api, cache, e2e, publish, sink
+from sidestream.bench import api, cache, e2e, live, publish, sink
 from sidestream.bench.harness import BenchContext, Figure, Section, Sizes, scoreboard, write_results
 from sidestream.context import console, settings
 
@@ -20,6 +20,7 @@ SECTIONS: dict[str, Section] = {
     "cache": cache.run,
     "api": api.run,
     "e2e": e2e.run,
+    "live": live.run,
 }
 
 app = typer.Typer(help="Benchmarks against the local stack, scored against same-run baselines.")

@@ -19,6 +19,7 @@ import pytest
 
 from schemas import (
     EVENT_TYPES,
+    AnalyticsAlert,
     AnalyticsEvent,
     AuditEvent,
     AuditOutcome,
@@ -121,6 +122,18 @@ def _samples() -> list[Event]:
             template="invoice_paid",
         ),
         _entity(),
+        AnalyticsAlert.new(
+            tenant_id="tenant-42",
+            producer="live-analytics",
+            occurred_at=datetime(2024, 5, 1, 12, 16, tzinfo=UTC),
+            rule="rate_spike",
+            window_start=datetime(2024, 5, 1, 12, 15, tzinfo=UTC),
+            window_seconds=60,
+            observed_count=40,
+            baseline_mean=4.0,
+            baseline_windows=15,
+            threshold_factor=3.0,
+        ),
     ]
 
 

@@ -1,0 +1,199 @@
+"""Run the live analytics worker: ``sidestream worker run live-analytics``.
+
+`run_live_analytics` checks the topic layout, builds the faust app inside a fresh event
+loop on the calling thread, serves ``/metrics``, ``/healthz`` and ``/readyz`` (the
+project's `ObservabilityServer`, on the configured metrics port) next to faust's web
+server (the JSON views), and runs until `stop` is set or SIGTERM/SIGINT arrives. Then
+faust finishes the event in hand, flushes the changelog, commits and leaves the group;
+the exit status says whether that happened within ``CONSUMER_SHUTDOWN_DEADLINE_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import faust
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from consumers.live_analytics.app import LiveAnalyticsApp, build_live_app
+from consumers.live_analytics.errors import TopicLayoutError
+from consumers.live_analytics.metrics import LiveAnalyticsMetrics
+from consumers.live_analytics.options import LiveAnalyticsOptions
+from consumers.live_analytics.snapshot import SnapshotWriter
+from consumers.runtime import ExitStatus
+from runtime import ObservabilityServer, Settings
+from runtime.clients import kafka_admin, postgres_pool
+from schemas import AnalyticsAlert, AnalyticsEvent, AuditEvent
+from schemas.topics import topic_for
+
+__all__ = ["resolve_topics", "run_live_analytics"]
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.1
+
+
+def resolve_topics(options: LiveAnalyticsOptions) -> tuple[tuple[str, ...], str]:
+    """The source topics and the alerts topic, defaults from ``topics.yaml``."""
+    sources = options.topics or (topic_for(AnalyticsEvent), topic_for(AuditEvent))
+    return tuple(sources), options.alerts_topic or topic_for(AnalyticsAlert)
+
+
+def check_topics(settings: Settings, sources: tuple[str, ...], alerts: str) -> int:
+    """The sources' common partition count; raises `TopicLayoutError` otherwise.
+
+    Windows are kept per source partition, so the analytics and audit events of one tenant
+    must land on the same partition number: same key, same partitioner, same count.
+    """
+    metadata = kafka_admin(settings).list_topics(timeout=15)
+    counts: dict[str, int | None] = {}
+    for name in (*sources, alerts):
+        topic = metadata.topics.get(name)
+        counts[name] = None if topic is None or topic.error is not None else len(topic.partitions)
+    missing = [name for name, count in counts.items() if count is None]
+    if missing:
+        raise TopicLayoutError(
+            f"missing topic(s) {', '.join(missing)}: create them (sidestream topics apply)",
+            topics=counts,
+        )
+    source_counts = {counts[name] for name in sources}
+    if len(source_counts) != 1:
+        raise TopicLayoutError(
+            "the source topics differ in partition count ("
+            + ", ".join(f"{name}: {counts[name]}" for name in sources)
+            + "): a tenant's events must meet on one partition number",
+            topics=counts,
+        )
+    (partitions,) = source_counts
+    assert partitions is not None
+    return partitions
+
+
+class _Worker(faust.Worker):
+    """faust's worker, minus what belongs to the process: signals and logging setup."""
+
+    def install_signal_handlers(self) -> None:
+        return  # run_live_analytics owns the signals (and may run off the main thread)
+
+
+def run_live_analytics(
+    settings: Settings,
+    options: LiveAnalyticsOptions | None = None,
+    *,
+    stop: threading.Event | None = None,
+    registry: CollectorRegistry = REGISTRY,
+    install_signal_handlers: bool = True,
+    on_ready: Callable[[LiveAnalyticsApp], None] | None = None,
+) -> ExitStatus:
+    """Run the worker until `stop` is set (or SIGTERM/SIGINT, with signal handlers).
+
+    `on_ready` is called (in the worker's loop) with the app once it is built: tests and
+    benchmarks use it to reach the tables. Raises `TopicLayoutError` before starting when
+    the topics cannot carry live windows.
+    """
+    options = options or LiveAnalyticsOptions()
+    stop = stop or threading.Event()
+    sources, alerts_topic = resolve_topics(options)
+    partitions = check_topics(settings, sources, alerts_topic)
+    if install_signal_handlers:
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            logger.info("received %s: draining", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    metrics = LiveAnalyticsMetrics(registry)
+    pool = postgres_pool(settings, name="live-analytics", schema=options.schema, max_size=2)
+    writer = SnapshotWriter(
+        pool=pool, metrics=metrics, retry_deadline_s=settings.consumer_retry_deadline_s
+    )
+    holder: dict[str, LiveAnalyticsApp] = {}
+
+    def ready() -> bool:
+        live = holder.get("live")
+        return live is not None and live.ready
+
+    logger.info(
+        "live analytics %s: sources %s (%d partitions), alerts to %s, web on %s:%d",
+        options.app_id,
+        list(sources),
+        partitions,
+        alerts_topic,
+        options.web_host,
+        options.web_port,
+    )
+
+    async def serve() -> ExitStatus:
+        live = build_live_app(
+            settings,
+            options,
+            topics=sources,
+            alerts_topic=alerts_topic,
+            partitions=partitions,
+            writer=writer,
+            metrics=metrics,
+            registry=registry,
+            stop=stop,
+        )
+        holder["live"] = live
+        if on_ready is not None:
+            on_ready(live)
+        status = await _run_until_stopped(live, stop, settings.consumer_shutdown_deadline_s)
+        logger.info("live analytics %s counted %d events", options.app_id, live.processor.counted)
+        return status
+
+    try:
+        with ObservabilityServer(
+            host=settings.metrics_host, port=settings.metrics_port, registry=registry, ready=ready
+        ):
+            status = asyncio.run(serve())
+    finally:
+        pool.close()
+    logger.info("live analytics %s stopped: %s", options.app_id, status.name.lower())
+    return status
+
+
+async def _run_until_stopped(
+    live: LiveAnalyticsApp, stop: threading.Event, deadline_s: float
+) -> ExitStatus:
+    worker = _Worker(
+        live.app,
+        loop=asyncio.get_running_loop(),
+        override_logging=False,
+        redirect_stdouts=False,
+        quiet=True,
+        daemon=False,
+    )
+    starting = asyncio.ensure_future(worker.start())
+    crashed: BaseException | None = None
+    while not stop.is_set():
+        if starting.done() and starting.exception() is not None:
+            crashed = starting.exception()
+            break
+        reason: Any = live.app.crash_reason or worker.crash_reason
+        if reason is not None:
+            crashed = reason
+            break
+        await asyncio.sleep(_POLL_S)
+    if crashed is not None:
+        logger.error("live analytics %s crashed: %r", live.options.app_id, crashed)
+    status = ExitStatus.DRAINED
+    try:
+        await asyncio.wait_for(worker.stop(), timeout=deadline_s)
+    except TimeoutError:
+        logger.error("live analytics did not stop within %.0f s", deadline_s)
+        status = ExitStatus.ABANDONED
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await starting
+    return ExitStatus.ABANDONED if crashed is not None else status

@@ -10,7 +10,7 @@ W ?= audit
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: replay dlq-show dlq-redrive lag observe observe-down deploy-check tools help setup lock up down status migrate topics worker demo test test-all test-chaos api notifications load bench bench-quick lint fmt typecheck schemas-check clean
+.PHONY: chaos chaos-quick replay dlq-show dlq-redrive lag observe observe-down deploy-check tools help setup lock up down status migrate topics worker demo test test-all test-chaos api notifications load bench bench-quick lint fmt typecheck schemas-check clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -98,6 +98,12 @@ deploy-check: $(STAMP) ## Validate deploy/ offline: compose, Kubernetes (+KEDA),
 
 tools: ## Install the system tools some targets use (promtool/prometheus, wrk) from Debian, as root
 	bash deploy/install-tools.sh
+
+chaos: $(STAMP) ## Fault scenarios at full size (kills, crashes, freezes, proxies); exit 1 on loss/dups/stale
+	$(SS) chaos $(ARGS)
+
+chaos-quick: $(STAMP) ## Fault scenarios at small sizes, a few minutes (CI); exit 1 on loss/dups/stale
+	$(SS) chaos --quick $(ARGS)
 
 lint: $(STAMP) ## ruff check + format check + import layering contracts
 	$(BIN)/ruff check .

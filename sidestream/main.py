@@ -24,6 +24,7 @@ from sidestream import (
     worker,
 )
 from sidestream.bench import cli as bench_cli
+from sidestream.chaos import cli as chaos_cli
 from sidestream.context import err_console
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ app.command("replay")(replay_cmd.replay)
 app.add_typer(dlq_cmd.app, name="dlq")
 app.command("lag")(lag_cmd.lag)
 app.add_typer(bench_cli.app, name="bench")
+app.add_typer(chaos_cli.app, name="chaos")
 
 
 def main() -> None:

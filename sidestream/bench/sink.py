@@ -6,7 +6,6 @@ measured; the consumer-group join is reported on its own line.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -21,7 +20,14 @@ from producers.synthetic import SyntheticEvents
 from runtime import Settings
 from runtime.clients import kafka_consumer, kafka_producer, postgres_connect
 from schemas import AuditEvent, EventDeserializer, EventSerializer
-from sidestream.bench.harness import BenchContext, Figure, Target, wait_until
+from sidestream.bench.harness import (
+    BenchContext,
+    Figure,
+    Target,
+    child_env,
+    stop_process,
+    wait_until,
+)
 
 SECTION = "sink"
 
@@ -148,23 +154,16 @@ def _worker_process(settings: Settings, options: WorkerOptions) -> subprocess.Po
     command += ["--group", options.group_id or "", "--schema", options.schema or ""]
     for topic in options.topics or ():
         command += ["--topic", topic]
-    env = {
-        **os.environ,
-        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "SIDESTREAM_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        command, env=child_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
+    for process in processes:  # signal all first: they drain in parallel
         process.terminate()
     for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
 
 
 def _owners(ctx: BenchContext, schema: str) -> tuple[int, int]:

@@ -6,39 +6,14 @@ or relays in one process share it and tell themselves apart by label.
 
 from __future__ import annotations
 
-import threading
-import weakref
-from typing import ClassVar, Self
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from runtime.observability import PerRegistry
 
 _LATENCIES = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-class _PerRegistry:
-    _lock: ClassVar[threading.Lock]
-    _cache: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, object]]
-
-    def __init_subclass__(cls) -> None:
-        cls._lock = threading.Lock()
-        cls._cache = weakref.WeakKeyDictionary()
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        raise NotImplementedError
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry) -> Self:
-        """The metrics of `registry`, registered on first use."""
-        with cls._lock:
-            found = cls._cache.get(registry)
-            if found is None:
-                found = cls(registry)
-                cls._cache[registry] = found
-            assert isinstance(found, cls)
-            return found
-
-
-class PublisherMetrics(_PerRegistry):
+class PublisherMetrics(PerRegistry):
     """Every series carries the ``producer`` label (the service name)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -87,7 +62,7 @@ class PublisherMetrics(_PerRegistry):
         )
 
 
-class RelayMetrics(_PerRegistry):
+class RelayMetrics(PerRegistry):
     """Every series carries the ``schema`` label: the schema of the outbox table."""
 
     def __init__(self, registry: CollectorRegistry) -> None:

@@ -15,10 +15,11 @@ import logging
 import os
 import re
 import threading
+import weakref
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -73,6 +74,38 @@ def announce_targets(directory: Path | None, component: str = "") -> None:
     """
     global _announce
     _announce = None if directory is None else (directory, component)
+
+
+class PerRegistry:
+    """Base of a metrics set that exists once per registry.
+
+    A metric name can be registered only once in a registry, so every component that
+    shares one (several publishers, caches or API apps in one process, or a test's fresh
+    registry) gets the same set through :meth:`for_registry`. Subclasses take the
+    registry as their only constructor argument.
+    """
+
+    _lock: ClassVar[threading.Lock]
+    _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, object]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._lock = threading.Lock()
+        cls._instances = weakref.WeakKeyDictionary()
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry) -> Self:
+        """The metrics of ``registry``, registered on first use."""
+        with cls._lock:
+            found = cls._instances.get(registry)
+            if found is None:
+                found = cls(registry)
+                cls._instances[registry] = found
+            assert isinstance(found, cls)
+            return found
 
 
 def new_registry() -> CollectorRegistry:

@@ -33,15 +33,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from consumers import ExitStatus, Record, WorkerOptions, run_worker
 from runtime import Settings
+from runtime.observability import PerRegistry
 from schemas import EntityChanged
 from services._loop import EventLoopThread
 from services.cache import CacheUnavailableError, VersionedCache, cache_redis
@@ -58,13 +58,8 @@ SINK_NAME = "invalidation"
 _LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-class InvalidationMetrics:
+class InvalidationMetrics(PerRegistry):
     """The consumer's metrics, one set per registry (:meth:`for_registry`)."""
-
-    _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, InvalidationMetrics]] = (
-        weakref.WeakKeyDictionary()
-    )
-    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.lag = Histogram(
@@ -106,16 +101,6 @@ class InvalidationMetrics:
             ["cache", "reason"],
             registry=registry,
         )
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry) -> InvalidationMetrics:
-        """The one :class:`InvalidationMetrics` of ``registry`` (created on first use)."""
-        with cls._lock:
-            metrics = cls._by_registry.get(registry)
-            if metrics is None:
-                metrics = cls(registry)
-                cls._by_registry[registry] = metrics
-            return metrics
 
 
 class InvalidationSink:

@@ -30,16 +30,16 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-import weakref
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from runtime.observability import PerRegistry
 
 __all__ = ["RateLimit", "RateLimitDecision", "RateLimitMetrics", "RateLimiter"]
 
@@ -132,13 +132,8 @@ class RateLimitDecision:
         return headers
 
 
-class RateLimitMetrics:
+class RateLimitMetrics(PerRegistry):
     """The limiter's counters, one set per registry (:meth:`for_registry`)."""
-
-    _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, RateLimitMetrics]] = (
-        weakref.WeakKeyDictionary()
-    )
-    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.decisions = Counter(
@@ -154,15 +149,6 @@ class RateLimitMetrics:
             ["limiter"],
             registry=registry,
         )
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry) -> RateLimitMetrics:
-        with cls._lock:
-            metrics = cls._by_registry.get(registry)
-            if metrics is None:
-                metrics = cls(registry)
-                cls._by_registry[registry] = metrics
-            return metrics
 
 
 class RateLimiter:

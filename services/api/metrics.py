@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
-from typing import ClassVar
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from runtime.observability import PerRegistry
 
 __all__ = ["ApiMetrics"]
 
 _DURATIONS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-class ApiMetrics:
+class ApiMetrics(PerRegistry):
     """One set per registry (:meth:`for_registry`). ``route`` is the route template
     (``/v1/tenants/{tenant}/projects/{project_id}``), never the raw path, so the number
     of series stays bounded; unmatched paths share ``<unmatched>``."""
-
-    _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, ApiMetrics]] = (
-        weakref.WeakKeyDictionary()
-    )
-    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -59,12 +52,3 @@ class ApiMetrics:
             ["outcome"],
             registry=registry,
         )
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry) -> ApiMetrics:
-        with cls._lock:
-            metrics = cls._by_registry.get(registry)
-            if metrics is None:
-                metrics = cls(registry)
-                cls._by_registry[registry] = metrics
-            return metrics

@@ -7,18 +7,13 @@ hands out (a registry refuses the same metric name twice).
 
 from __future__ import annotations
 
-import weakref
-from typing import ClassVar
-
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from runtime.observability import PerRegistry
 
-class CacheMetrics:
+
+class CacheMetrics(PerRegistry):
     """The cache's counters; get them with :meth:`for_registry`."""
-
-    _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, CacheMetrics]] = (
-        weakref.WeakKeyDictionary()
-    )
 
     def __init__(self, registry: CollectorRegistry) -> None:
         def counter(name: str, doc: str, *labels: str) -> Counter:
@@ -52,12 +47,3 @@ class CacheMetrics:
             registry=registry,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
         )
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry) -> CacheMetrics:
-        """The one :class:`CacheMetrics` of ``registry`` (created on first use)."""
-        metrics = cls._by_registry.get(registry)
-        if metrics is None:
-            metrics = cls(registry)
-            cls._by_registry[registry] = metrics
-        return metrics

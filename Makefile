@@ -10,7 +10,7 @@ W ?= audit
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: chaos chaos-quick replay dlq-show dlq-redrive lag observe observe-down deploy-check tools help setup lock up down status migrate topics worker demo test test-all test-chaos api notifications load bench bench-quick lint fmt typecheck schemas-check clean
+.PHONY: workers chaos chaos-quick replay dlq-show dlq-redrive lag observe observe-down deploy-check tools help setup lock up down status migrate topics worker demo test test-all test-chaos api notifications load bench bench-quick lint fmt typecheck schemas-check clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,8 +42,11 @@ topics: $(STAMP) ## Create missing topics from schemas/topics.yaml and show what
 migrate: $(STAMP) ## Create or upgrade every table (versioned, idempotent)
 	$(SS) db migrate
 
-worker: $(STAMP) ## Run one worker until Ctrl-C/SIGTERM: make worker W=audit|analytics|notifications|outbox-relay|invalidation|notify
+worker: $(STAMP) ## Run one worker until Ctrl-C/SIGTERM: make worker W=NAME (names: make workers)
 	$(SS) worker run $(W)
+
+workers: $(STAMP) ## List every worker: name, consumer group, topics, table (the one registry)
+	$(SS) worker list
 
 schemas-check: $(STAMP) ## Fail if any Avro schema breaks compatibility with its earlier versions
 	$(SS) schemas check
@@ -115,7 +118,7 @@ fmt: $(STAMP) ## Format and auto-fix with ruff
 	$(BIN)/ruff check --fix .
 
 typecheck: $(STAMP) ## mypy --strict over the code and tests
-	$(BIN)/mypy runtime schemas producers consumers services sidestream tests
+	$(BIN)/mypy runtime schemas producers consumers services devtools sidestream tests
 
 clean: down ## Stop servers and remove the local stack's data (.stack/)
 	rm -rf .stack

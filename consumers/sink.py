@@ -12,10 +12,11 @@ from typing import Any, Protocol
 
 import psycopg
 
+from consumers.bulk import Table
 from consumers.records import Record
 from schemas import Event
 
-__all__ = ["Sink"]
+__all__ = ["Sink", "TableSink"]
 
 
 class Sink(Protocol):
@@ -37,4 +38,13 @@ class Sink(Protocol):
         Raise the database's own error for bad data (SQLSTATE class 22/23): the runtime
         then bisects the batch and sends the offending records to the dead-letter topic.
         """
+        ...
+
+
+class TableSink(Sink, Protocol):
+    """A built-in sink: lands its event type in one table (operators are shown it)."""
+
+    @property
+    def table(self) -> Table:
+        """The table its rows land in."""
         ...

@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from consumers.dead_letters import DeadLetters
 from consumers.metrics import ConsumerMetrics
 from consumers.runtime import BatchConfig, BatchRuntime, ExitStatus
-from consumers.sink import Sink
+from consumers.sink import Sink, TableSink
 from consumers.sinks import AnalyticsSink, AuditSink, NotificationsSink
 from runtime import ObservabilityServer, Settings
 from runtime.clients import kafka_consumer, kafka_producer, postgres_pool
@@ -30,7 +30,7 @@ from schemas.topics import topic_for
 
 logger = logging.getLogger(__name__)
 
-SINKS: dict[str, Callable[[], Sink]] = {
+SINKS: dict[str, Callable[[], TableSink]] = {
     "audit": AuditSink,
     "analytics": AnalyticsSink,
     "notifications": NotificationsSink,

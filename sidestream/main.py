@@ -11,7 +11,7 @@ from sidestream import (
     api_cmd,
     db,
     demo,
-    deploy_check,
+    deploy_cmd,
     dev,
     dlq_cmd,
     lag_cmd,
@@ -42,7 +42,7 @@ app.command(name="demo")(demo.run)
 app.add_typer(load_cmd.app, name="load")
 app.add_typer(api_cmd.app, name="api")
 app.add_typer(notifications_cmd.app, name="notifications")
-app.add_typer(deploy_check.app, name="deploy")
+app.add_typer(deploy_cmd.app, name="deploy")
 app.add_typer(observe_cmd.app, name="observe")
 app.command("replay")(replay_cmd.replay)
 app.add_typer(dlq_cmd.app, name="dlq")

@@ -29,12 +29,12 @@ import typer
 import yaml
 from rich.table import Table
 
+from devtools.deploy.report import default_deploy_dir
 from runtime import StackError
 from runtime.localstack.process import process_cmdline
 from runtime.localstack.server import LocalServer
 from runtime.observability import targets_dir, write_target_file
 from sidestream.context import console, settings
-from sidestream.deploy_check import default_deploy_dir
 
 __all__ = [
     "DEFAULT_PORT",

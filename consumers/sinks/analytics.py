@@ -48,6 +48,8 @@ class AnalyticsSink:
 
     name = "analytics"
     event_type = AnalyticsEvent
+    table = ANALYTICS_TABLE
+    """The table it lands rows in (operators and the worker registry show it)."""
 
     def write(self, records: Sequence[Record[Any]], tx: psycopg.Connection[Any]) -> int:
         rows = []

@@ -52,6 +52,8 @@ class AuditSink:
 
     name = "audit"
     event_type = AuditEvent
+    table = AUDIT_TABLE
+    """The table it lands rows in (operators and the worker registry show it)."""
 
     def __init__(self) -> None:
         self._partitioned_months: set[date] = set()

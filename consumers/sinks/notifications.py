@@ -37,6 +37,8 @@ class NotificationsSink:
 
     name = "notifications"
     event_type = NotificationRequested
+    table = NOTIFICATIONS_TABLE
+    """The table it lands rows in (operators and the worker registry show it)."""
 
     def write(self, records: Sequence[Record[Any]], tx: psycopg.Connection[Any]) -> int:
         rows = []

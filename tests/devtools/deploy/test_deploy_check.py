@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sidestream.deploy_check import CheckReport, app, run_checks
-from tests.deploy.conftest import Edit, error_messages
+from devtools.deploy import CheckReport, run_checks
+from sidestream.deploy_cmd import app
+from tests.devtools.deploy.conftest import Edit, error_messages
 
 WORKER_AUDIT = "k8s/base/worker-audit.yaml"
 DASHBOARD = "grafana/dashboards/sidestream.json"
@@ -18,10 +19,14 @@ RULES = "prometheus/rules/sidestream.rules.yml"
 COMPOSE = "compose/compose.yaml"
 
 
+KUBECTL = shutil.which("kubectl")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl renders the kustomizations")
+
+
 def _check(deploy_dir: Path, *areas: str) -> CheckReport:
-    # Only the areas under test, without promtool/kubectl: fast, and each test proves
-    # that its own check (not another one) catches the breakage.
-    return run_checks(deploy_dir, areas=areas, promtool=None, kubectl=None)
+    # Only the areas under test, without promtool: fast, and each test proves that its
+    # own check (not another one) catches the breakage. kubectl renders the manifests.
+    return run_checks(deploy_dir, areas=areas, promtool=None, kubectl=KUBECTL)
 
 
 def _assert_caught(report: CheckReport, *fragments: str) -> None:
@@ -131,11 +136,13 @@ def test_an_alert_without_unit_tests_is_caught(deploy_copy: Path, edit: Edit) ->
 # --- Kubernetes ----------------------------------------------------------------------
 
 
+@needs_kubectl
 def test_an_unknown_field_fails_strict_schema_validation(deploy_copy: Path, edit: Edit) -> None:
     edit(WORKER_AUDIT, "  revisionHistoryLimit: 5\n", "  revisionHistoryLimit: 5\n  replica: 2\n")
     _assert_caught(_check(deploy_copy, "kubernetes"), "Deployment/sidestream-audit")
 
 
+@needs_kubectl
 def test_a_grace_period_below_the_drain_deadline_is_caught(deploy_copy: Path, edit: Edit) -> None:
     edit(WORKER_AUDIT, "terminationGracePeriodSeconds: 45", "terminationGracePeriodSeconds: 15")
     _assert_caught(
@@ -158,6 +165,7 @@ def test_a_scaled_object_on_the_wrong_consumer_group_is_caught(
     )
 
 
+@needs_kubectl
 def test_scaling_beyond_the_partitions_is_caught(deploy_copy: Path, edit: Edit) -> None:
     # sidestream.notifications has 3 partitions (schemas/topics.yaml).
     edit("k8s/base/worker-notifications.yaml", "maxReplicaCount: 3", "maxReplicaCount: 6")
@@ -167,6 +175,7 @@ def test_scaling_beyond_the_partitions_is_caught(deploy_copy: Path, edit: Edit) 
     )
 
 
+@needs_kubectl
 def test_an_unquoted_keda_metadata_value_is_caught(deploy_copy: Path, edit: Edit) -> None:
     edit(WORKER_AUDIT, 'lagThreshold: "5000"', "lagThreshold: 5000")
     _assert_caught(
@@ -174,6 +183,7 @@ def test_an_unquoted_keda_metadata_value_is_caught(deploy_copy: Path, edit: Edit
     )
 
 
+@needs_kubectl
 def test_an_unknown_keda_field_is_caught(deploy_copy: Path, edit: Edit) -> None:
     edit(WORKER_AUDIT, "  pollingInterval: 15\n", "  pollingInterval: 15\n  maxReplicas: 4\n")
     _assert_caught(
@@ -181,6 +191,7 @@ def test_an_unknown_keda_field_is_caught(deploy_copy: Path, edit: Edit) -> None:
     )
 
 
+@needs_kubectl
 def test_an_unknown_setting_in_the_config_map_is_caught(deploy_copy: Path, edit: Edit) -> None:
     edit(
         "k8s/base/config.yaml",
@@ -194,6 +205,7 @@ def test_an_unknown_setting_in_the_config_map_is_caught(deploy_copy: Path, edit:
     )
 
 
+@needs_kubectl
 def test_an_undeployed_worker_is_caught(deploy_copy: Path, edit: Edit) -> None:
     edit("k8s/base/kustomization.yaml", "  - worker-notify.yaml\n", "")
     _assert_caught(
@@ -201,6 +213,7 @@ def test_an_undeployed_worker_is_caught(deploy_copy: Path, edit: Edit) -> None:
     )
 
 
+@needs_kubectl
 def test_a_readiness_probe_on_the_wrong_path_is_caught(deploy_copy: Path, edit: Edit) -> None:
     edit(WORKER_AUDIT, "path: /readyz", "path: /ready")
     _assert_caught(
@@ -208,13 +221,14 @@ def test_a_readiness_probe_on_the_wrong_path_is_caught(deploy_copy: Path, edit: 
     )
 
 
+@needs_kubectl
 def test_an_overlay_patch_that_matches_nothing_is_caught(deploy_copy: Path, edit: Edit) -> None:
     edit(
         "k8s/overlays/production/patches/notify-replicas.yaml",
         "name: sidestream-notify",
         "name: sidestream-notifier",
     )
-    _assert_caught(_check(deploy_copy, "kubernetes"), "matches no resource")
+    _assert_caught(_check(deploy_copy, "kubernetes"), "no resource matches strategic merge patch")
 
 
 # --- compose -------------------------------------------------------------------------
@@ -231,7 +245,9 @@ def test_a_compose_dependency_on_a_missing_service_is_caught(deploy_copy: Path, 
 
 def test_a_misspelt_compose_key_is_caught(deploy_copy: Path, edit: Edit) -> None:
     edit(COMPOSE, "  stop_grace_period: 30s\n", "  stop_grace_periode: 30s\n")
-    _assert_caught(_check(deploy_copy, "compose"), "unknown key 'stop_grace_periode'")
+    _assert_caught(
+        _check(deploy_copy, "compose"), "services/audit: 'stop_grace_periode' does not match"
+    )
 
 
 def test_a_compose_grace_period_below_the_drain_deadline_is_caught(
@@ -260,7 +276,7 @@ def test_an_invalid_port_mapping_is_caught(deploy_copy: Path, edit: Edit, spec: 
 def test_a_missing_promtool_is_a_skip_unless_required(
     deploy_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("sidestream.deploy_check.shutil.which", lambda _name: None)
+    monkeypatch.setattr("devtools.deploy.checks.shutil.which", lambda _name: None)
     runner = CliRunner()
     args = ["--deploy-dir", str(deploy_copy), "--only", "prometheus"]
     lenient = runner.invoke(app, args)
@@ -270,3 +286,16 @@ def test_a_missing_promtool_is_a_skip_unless_required(
     strict = runner.invoke(app, [*args, "--require-promtool"])
     assert strict.exit_code == 1, strict.output
     assert "error promtool" in strict.output
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool parses the queries")
+def test_a_dashboard_query_that_is_not_promql_is_caught_by_promtool(
+    deploy_copy: Path, edit: Edit
+) -> None:
+    edit(
+        DASHBOARD,
+        '"expr": "sum(sidestream_api_requests_in_flight)"',
+        '"expr": "sum(sidestream_api_requests_in_flight"',
+    )
+    report = run_checks(deploy_copy, areas=["grafana"], promtool="auto", kubectl=None)
+    _assert_caught(report, "a query is not valid PromQL")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sidestream.deploy_check import exported_metrics, promql_metric_names
+from devtools.deploy import exported_metrics, promql_metric_names
 
 
 @pytest.mark.parametrize(

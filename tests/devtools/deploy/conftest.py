@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sidestream.deploy_check import CheckReport, default_deploy_dir
+from devtools.deploy import CheckReport, default_deploy_dir
 
 Edit = Callable[[str, str, str], None]
 

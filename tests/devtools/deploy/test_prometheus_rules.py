@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sidestream.deploy_check import default_deploy_dir
+from devtools.deploy import default_deploy_dir
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -71,7 +71,7 @@ def test_the_kubernetes_scrape_config_is_checked_even_without_kubernetes_discove
 ) -> None:
     # Debian's promtool lacks kubernetes_sd_configs; the check swaps it out and still
     # validates the rest, so a broken relabel rule is caught.
-    from sidestream.deploy_check import run_checks
+    from devtools.deploy import run_checks
 
     deploy = tmp_path / "deploy"
     shutil.copytree(default_deploy_dir(), deploy)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -66,7 +67,7 @@ class MigrationSource:
 
 
 def migrate(
-    conn: psycopg.Connection[Any], sources: list[MigrationSource], *, schema: str = "public"
+    conn: psycopg.Connection[Any], sources: Sequence[MigrationSource], *, schema: str = "public"
 ) -> list[Migration]:
     """Apply pending migrations of ``sources`` into ``schema``; returns those applied.
 

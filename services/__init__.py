@@ -14,6 +14,6 @@ and pub/sub → every process's L1.
 """
 
 from services.entities import collection_of, item_key
-from services.migrations_source import SERVICES_MIGRATIONS
+from services.migrations_source import MIGRATION_SOURCES, SERVICES_MIGRATIONS
 
-__all__ = ["SERVICES_MIGRATIONS", "collection_of", "item_key"]
+__all__ = ["MIGRATION_SOURCES", "SERVICES_MIGRATIONS", "collection_of", "item_key"]

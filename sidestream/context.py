@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import functools
-import sys
-
-from rich.console import Console
 
 from runtime import Settings, configure_logging, load_settings
+from runtime.terminal import console, err_console
 
-# Piped output (CI logs, files) gets wide tables instead of rich's default 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+__all__ = ["console", "err_console", "settings"]
 
 
 @functools.cache

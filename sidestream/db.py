@@ -6,21 +6,12 @@ from typing import Annotated
 
 import typer
 
-from consumers import CONSUMER_MIGRATIONS
-from producers import OUTBOX_MIGRATIONS
 from runtime.clients import postgres_connect
-from runtime.migrations import MigrationSource, migrate
-from services import SERVICES_MIGRATIONS
+from runtime.migrations import migrate
+from services import MIGRATION_SOURCES
 from sidestream.context import console, settings
 
 app = typer.Typer(help="Database schema management.")
-
-#: Every package's migrations, in dependency order.
-MIGRATION_SOURCES: list[MigrationSource] = [
-    OUTBOX_MIGRATIONS,
-    CONSUMER_MIGRATIONS,
-    SERVICES_MIGRATIONS,
-]
 
 
 @app.command("migrate")

@@ -8,12 +8,15 @@ from typing import Annotated
 
 import typer
 
+from devtools.deploy import AREAS, DEFAULT_KUBERNETES_VERSION, Finding, run_checks
 from sidestream.context import console
 
-# Kept here so `--help` needs no import of the checks (they load the worker registry).
-AREAS_ALL = ("parse", "prometheus", "grafana", "compose", "kubernetes")
-
 app = typer.Typer(help="Deployment material (deploy/): offline validation.")
+
+
+@app.callback()
+def deploy() -> None:
+    """Deployment material (deploy/): offline validation."""
 
 
 @app.command("check")
@@ -29,7 +32,7 @@ def check(
     ] = None,
     kubernetes_version: Annotated[
         str, typer.Option(help="Kubernetes version to validate manifests against.")
-    ] = "1.33",
+    ] = DEFAULT_KUBERNETES_VERSION,
     require_promtool: Annotated[
         bool, typer.Option(help="Fail, instead of skipping, when promtool is missing (CI).")
     ] = False,
@@ -38,13 +41,8 @@ def check(
     ] = False,
 ) -> None:
     """Validate compose, Kubernetes, Prometheus rules and Grafana offline; exit 1 on errors."""
-    from devtools.deploy import run_checks
-    from devtools.deploy.report import Finding
-
     try:
-        report = run_checks(
-            deploy_dir, areas=only or AREAS_ALL, kubernetes_version=kubernetes_version
-        )
+        report = run_checks(deploy_dir, areas=only or AREAS, kubernetes_version=kubernetes_version)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     if require_promtool:

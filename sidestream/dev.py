@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from runtime.localstack import LocalStack, ServerStatus
+from devtools.localstack import LocalStack, ServerStatus
 from sidestream.context import console, settings
 
 app = typer.Typer(help="Start, stop and inspect the local stack (Kafka, Postgres, Redis).")

@@ -6,89 +6,15 @@ Benchmarks, chaos scenarios and operators all drive load through this one genera
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from producers import Backpressure, EventPublisher
-from producers.synthetic import KINDS, Kind, SyntheticEvents
-from runtime import Settings, new_registry
+from producers.synthetic import KINDS, publish_load
 from sidestream.context import console, settings
 
 app = typer.Typer(help="Generate load.")
-
-
-@dataclass
-class LoadResult:
-    published: Counter[str]
-    backpressure_waits: int
-    seconds: float
-    undelivered: int
-
-    @property
-    def rate(self) -> float:
-        return sum(self.published.values()) / max(self.seconds, 1e-9)
-
-
-def publish_load(
-    config: Settings,
-    *,
-    rate: float,
-    count: int | None,
-    duration: float | None,
-    kinds: tuple[Kind, ...] = KINDS,
-    tenants: int = 50,
-    skew: float = 1.1,
-    seed: int = 0,
-    topic_override: dict[str, str] | None = None,
-    progress: Progress | None = None,
-) -> LoadResult:
-    """Publish ``count`` events (or for ``duration`` seconds) at ``rate`` events/s.
-
-    Pacing is absolute (event *i* is due at ``start + i/rate``), so a stall is caught up
-    rather than lowering the average. ``Backpressure`` from the publisher is honoured
-    by waiting its ``retry_after`` and retrying the same event.
-    """
-    if rate <= 0:
-        raise typer.BadParameter("--rate must be positive")
-    if count is None and duration is None:
-        raise typer.BadParameter("give --count or --duration")
-    total = count if count is not None else int(rate * (duration or 0))
-    mix = [1.0 if kind in kinds else 0.0 for kind in KINDS]
-    generator = SyntheticEvents(seed=seed, tenants=tenants, skew=skew, mix=mix)
-    publisher = EventPublisher(settings=config, producer="sidestream-load", registry=new_registry())
-    published: Counter[str] = Counter()
-    waits = 0
-    task = progress.add_task("publishing", total=total) if progress else None
-    start = time.monotonic()
-    try:
-        for i in range(total):
-            due = start + i / rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            event = generator.next()
-            topic = (topic_override or {}).get(event.KIND)
-            while True:
-                try:
-                    publisher.publish(event, topic=topic)
-                    break
-                except Backpressure as exc:
-                    waits += 1
-                    time.sleep(exc.retry_after)
-            published[event.KIND] += 1
-            if progress is not None and task is not None and i % 200 == 0:
-                progress.update(task, completed=i)
-        undelivered = publisher.flush(30)
-    finally:
-        publisher.close(10)
-    if progress is not None and task is not None:
-        progress.update(task, completed=total)
-    return LoadResult(published, waits, time.monotonic() - start, undelivered)
 
 
 @app.callback(invoke_without_command=True)
@@ -120,17 +46,21 @@ def load(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        result = publish_load(
-            settings(),
-            rate=rate,
-            count=count,
-            duration=duration,
-            kinds=chosen,  # type: ignore[arg-type]
-            tenants=tenants,
-            skew=skew,
-            seed=seed,
-            progress=progress,
-        )
+        task = progress.add_task("publishing", total=None)
+        try:
+            result = publish_load(
+                settings(),
+                rate=rate,
+                count=count,
+                duration=duration,
+                kinds=chosen,  # type: ignore[arg-type]
+                tenants=tenants,
+                skew=skew,
+                seed=seed,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
     by_kind = ", ".join(f"{k}={n:,}" for k, n in sorted(result.published.items()))
     console.print(
         f"published {sum(result.published.values()):,} events in {result.seconds:.1f}s "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -10,21 +11,15 @@ from runtime import RuntimeSetupError
 from sidestream import (
     api_cmd,
     db,
-    demo,
-    deploy_cmd,
-    dev,
     dlq_cmd,
     lag_cmd,
     load_cmd,
     notifications_cmd,
-    observe_cmd,
     replay_cmd,
     schemas_cmd,
     topics_cmd,
     worker,
 )
-from sidestream.bench import cli as bench_cli
-from sidestream.chaos import cli as chaos_cli
 from sidestream.context import err_console
 
 app = typer.Typer(
@@ -33,22 +28,50 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(dev.app, name="dev")
+
+
+def _developer_command(name: str, module: str, summary: str) -> None:
+    """Register ``sidestream NAME`` without importing ``module`` (and with it the
+    developer tools in :mod:`devtools`) until the command runs: workers and the API start
+    without them, and an install without the ``dev`` extra still has a working CLI."""
+
+    @app.command(
+        name,
+        help=summary,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )
+    def run(context: typer.Context) -> None:
+        try:
+            command = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            err_console.print(
+                f"[bold red]error:[/] `sidestream {name}` needs the developer tools "
+                f"({exc.name} is not installed): install the dev extra with `make setup` "
+                "or `pip install 'sidestream\\[dev]'`",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(code=2) from None
+        command.app(args=context.args, prog_name=f"sidestream {name}")
+
+
+_developer_command("dev", "sidestream.dev", "The local stack: Kafka (tansu), Postgres, Redis.")
 app.add_typer(db.app, name="db")
 app.add_typer(worker.app, name="worker")
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(topics_cmd.app, name="topics")
-app.command(name="demo")(demo.run)
+_developer_command("demo", "sidestream.demo_cmd", "Run the main job end to end on the local stack.")
 app.add_typer(load_cmd.app, name="load")
 app.add_typer(api_cmd.app, name="api")
 app.add_typer(notifications_cmd.app, name="notifications")
-app.add_typer(deploy_cmd.app, name="deploy")
-app.add_typer(observe_cmd.app, name="observe")
+_developer_command("deploy", "sidestream.deploy_cmd", "Validate deploy/ offline.")
+_developer_command("observe", "sidestream.observe_cmd", "A local Prometheus over the stack.")
 app.command("replay")(replay_cmd.replay)
 app.add_typer(dlq_cmd.app, name="dlq")
 app.command("lag")(lag_cmd.lag)
-app.add_typer(bench_cli.app, name="bench")
-app.add_typer(chaos_cli.app, name="chaos")
+_developer_command("bench", "sidestream.bench_cmd", "Benchmarks scored against baselines.")
+_developer_command("chaos", "sidestream.chaos_cmd", "Fault scenarios on private stacks.")
 
 
 def main() -> None:

@@ -30,9 +30,9 @@ import yaml
 from rich.table import Table
 
 from devtools.deploy.report import default_deploy_dir
+from devtools.localstack.process import process_cmdline
+from devtools.localstack.server import LocalServer
 from runtime import StackError
-from runtime.localstack.process import process_cmdline
-from runtime.localstack.server import LocalServer
 from runtime.observability import targets_dir, write_target_file
 from sidestream.context import console, settings
 

@@ -1,6 +1,6 @@
 """Session-scoped real servers and per-test isolation by unique names.
 
-The servers come from the project's own launcher (``runtime.localstack``), or from
+The servers come from the project's own launcher (``devtools.localstack``), or from
 testcontainers when ``SIDESTREAM_TEST_STACK=docker`` (or ``auto`` with an engine). A
 session reuses a stack that is already up (``make up``) and stops only what it started.
 Every test gets fresh topic, group, schema and key-prefix names, and cleans them up.
@@ -19,9 +19,9 @@ import redis
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported, not in __all__
 from psycopg import sql
 
+from devtools.localstack import LocalStack, docker_available
 from runtime import Settings, load_settings
 from runtime.clients import kafka_admin, postgres_connect, redis_client
-from runtime.localstack import LocalStack, docker_available
 
 NameFactory = Callable[[str], str]
 

@@ -16,9 +16,9 @@ import pytest
 
 from consumers import CONSUMER_MIGRATIONS, WorkerOptions
 from consumers.embedded import EmbeddedWorker
+from devtools.localstack.postgres import PostgresServer
 from runtime import Settings
 from runtime.clients import postgres_connect
-from runtime.localstack.postgres import PostgresServer
 from runtime.migrations import migrate
 from tests.consumers.support import (
     audit_event,

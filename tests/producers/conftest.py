@@ -32,10 +32,10 @@ from confluent_kafka import (
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-exported, not in __all__
 from prometheus_client import CollectorRegistry
 
+from devtools.localstack.kafka import KafkaServer
 from producers import OUTBOX_MIGRATIONS
 from runtime import Settings, new_registry
 from runtime.clients import consumer_config, kafka_admin
-from runtime.localstack.kafka import KafkaServer
 from runtime.migrations import migrate
 
 ReadAll = Callable[..., list[Message]]

@@ -57,17 +57,17 @@ def test_the_unbroken_copy_passes_too(deploy_copy: Path) -> None:
 
 def test_cli_exits_0_when_clean_and_1_when_broken(deploy_copy: Path, edit: Edit) -> None:
     runner = CliRunner()
-    clean = runner.invoke(app, ["--deploy-dir", str(deploy_copy), "--only", "grafana"])
+    clean = runner.invoke(app, ["check", "--deploy-dir", str(deploy_copy), "--only", "grafana"])
     assert clean.exit_code == 0, clean.output
     assert "0 errors" in clean.output
     edit(DASHBOARD, "sidestream_api_requests_in_flight", "sidestream_api_requests_inflight")
-    broken = runner.invoke(app, ["--deploy-dir", str(deploy_copy), "--only", "grafana"])
+    broken = runner.invoke(app, ["check", "--deploy-dir", str(deploy_copy), "--only", "grafana"])
     assert broken.exit_code == 1, broken.output
     assert "sidestream_api_requests_inflight" in broken.output
 
 
 def test_cli_rejects_an_unknown_area() -> None:
-    result = CliRunner().invoke(app, ["--only", "helm"])
+    result = CliRunner().invoke(app, ["check", "--only", "helm"])
     assert result.exit_code == 2
     assert "helm" in result.output
 
@@ -278,7 +278,7 @@ def test_a_missing_promtool_is_a_skip_unless_required(
 ) -> None:
     monkeypatch.setattr("devtools.deploy.checks.shutil.which", lambda _name: None)
     runner = CliRunner()
-    args = ["--deploy-dir", str(deploy_copy), "--only", "prometheus"]
+    args = ["check", "--deploy-dir", str(deploy_copy), "--only", "prometheus"]
     lenient = runner.invoke(app, args)
     assert lenient.exit_code == 0, lenient.output
     assert "skipped promtool" in lenient.output

@@ -16,8 +16,8 @@ import httpx
 import psycopg
 import pytest
 
+from devtools.localstack.redis import RedisServer
 from runtime import Settings
-from runtime.localstack.redis import RedisServer
 from services import item_key
 from services.api import ApiConfig
 from services.cache import cache_redis

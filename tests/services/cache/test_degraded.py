@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from devtools.localstack.redis import RedisServer
 from runtime import Settings, new_registry
-from runtime.localstack.redis import RedisServer
 from services.cache import (
     L1,
     CacheUnavailableError,

@@ -1,0 +1,1 @@
+"""``sidestream bench``: every benchmark, one scoreboard (see :mod:`devtools.bench.harness`)."""

@@ -1,1 +1,0 @@
-"""``sidestream bench``: every benchmark, one scoreboard (see :mod:`sidestream.bench.harness`)."""

@@ -26,11 +26,8 @@ def runtime_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [python, "-m", "pip", "install", *quiet, "--require-hashes", "-r", lock], check=True
     )
     # The wheel is built by this (dev) environment: the runtime lock has no setuptools.
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", *quiet, "--no-deps", "--no-build-isolation"]
-        + [str(ROOT), "-w", str(home / "wheel")],
-        check=True,
-    )
+    build = ["wheel", *quiet, "--no-deps", "--no-build-isolation", "-w", str(home / "wheel")]
+    subprocess.run([sys.executable, "-m", "pip", *build, str(ROOT)], check=True)
     (wheel,) = (home / "wheel").glob("sidestream-*.whl")
     subprocess.run([python, "-m", "pip", "install", *quiet, "--no-deps", wheel], check=True)
     return home / "venv" / "bin"

@@ -62,7 +62,8 @@ def test_the_cli_imports_and_lists_its_commands(runtime_venv: Path) -> None:
 def test_workers_are_listed_without_the_dev_extra(runtime_venv: Path) -> None:
     result = _run(runtime_venv, "sidestream", "worker", "list")
     assert result.returncode == 0, result.stderr
-    assert "audit" in result.stdout and "outbox-relay" in result.stdout
+    assert "audit" in result.stdout
+    assert "outbox-relay" in result.stdout
 
 
 def test_a_developer_command_says_what_to_install(runtime_venv: Path) -> None:
@@ -70,4 +71,5 @@ def test_a_developer_command_says_what_to_install(runtime_venv: Path) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    assert "needs the developer tools" in lines[0] and "sidestream[dev]" in lines[0]
+    assert "needs the developer tools" in lines[0]
+    assert "sidestream[dev]" in lines[0]

@@ -45,7 +45,7 @@ migrate: $(STAMP) ## Create or upgrade every table (versioned, idempotent)
 worker: $(STAMP) ## Run one worker until Ctrl-C/SIGTERM: make worker W=audit|analytics|notifications|outbox-relay|invalidation|notify
 	$(SS) worker run $(W)
 
-schemas-check: $(STAMP) ## Fail if any Avro schema breaks compatibility with its earlier versions
+schemas-check: $(STAMP) ## Fail on a changed/unreleased schema version, a breaking change, or a field no sink maps
 	$(SS) schemas check
 
 demo: $(STAMP) ## Run the main job end to end on the local stack and print a summary

@@ -48,6 +48,9 @@ class InMemorySchemaRegistry:
     Like Confluent's, ids are global: the same schema text under two subjects has one id.
     """
 
+    url = "memory://"
+    """Where it lives, for messages."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ids: dict[str, int] = {}

@@ -17,7 +17,6 @@ numbers need not match ours:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -76,20 +75,18 @@ def _released_by_subject(root: Path) -> dict[str, list[Release]]:
     return found
 
 
-def check_registry(
-    registry: RegistryView, root: Path = AVRO_DIR, *, subjects: Mapping[str, str] | None = None
-) -> list[RegistryProblem]:
+def check_registry(registry: RegistryView, root: Path = AVRO_DIR) -> list[RegistryProblem]:
     """Compare every released version under `root` with `registry`; empty when they agree.
 
-    `subjects` maps our subjects to registry subjects (default ``<topic>-value`` from
-    ``topics.yaml``). Raises `RegistryError` when the registry cannot be read, `SchemaError`
+    Each subject is compared with ``<topic>-value``, its topic taken from ``topics.yaml``.
+    Raises `RegistryError` when the registry cannot be read, `SchemaError`
     without a release record.
     """
     released = _released_by_subject(root)
     default, rules = load_rules(root)
     problems: list[RegistryProblem] = []
     for subject, entries in released.items():
-        target = subjects[subject] if subjects is not None else _registry_subject(subject)
+        target = _registry_subject(subject)
         by_crc = {entry.crc64_avro: entry for entry in entries}
         matched: set[int] = set()
         for number, text in registry.registered(target):
@@ -165,16 +162,14 @@ def check_registry(
     return problems
 
 
-def register_missing(
-    registry: RegistryView, root: Path = AVRO_DIR, *, subjects: Mapping[str, str] | None = None
-) -> list[tuple[str, int, int]]:
+def register_missing(registry: RegistryView, root: Path = AVRO_DIR) -> list[tuple[str, int, int]]:
     """Register every released version the registry lacks, oldest first, as the schema file
     holds it (docs included, as producers register it). Returns ``(registry subject, version,
     schema id)`` of each. Raises `RegistryError` when the registry refuses one (its own
     compatibility check), leaving those before it registered."""
     catalog = SchemaCatalog.load(root)
     done: list[tuple[str, int, int]] = []
-    for problem in check_registry(registry, root, subjects=subjects):
+    for problem in check_registry(registry, root):
         if problem.kind != "missing" or problem.version is None:
             continue
         version = problem.version

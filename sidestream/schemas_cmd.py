@@ -75,18 +75,18 @@ def check(
 
 def _check_registry(root: Path, *, register: bool) -> int:
     url = settings().schema_registry_url
-    if url is None:
+    if not url:
         _problem(
             "registry", "--registry needs SIDESTREAM_SCHEMA_REGISTRY_URL (e.g. http://host:8081)"
         )
         return 1
-    client = ConfluentSchemaRegistry(url=url)
     try:
+        client = ConfluentSchemaRegistry(url=url)
         if register:
             for subject, version, schema_id in register_missing(client, root):
                 console.print(f"registered v{version} under {subject} as schema id {schema_id}")
         problems = check_registry(client, root)
-    except (RegistryError, SchemaError) as exc:
+    except (RegistryError, SchemaError, ValueError) as exc:
         _problem("registry", exc)
         return 1
     for problem in problems:

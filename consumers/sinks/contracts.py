@@ -80,18 +80,23 @@ class SinkContract:
 
 _ONE_TYPE = NotStored("the table holds one event type, so the subject is implied")
 
+_ENVELOPE: Mapping[str, FieldMapping] = {
+    "event_id": Column("event_id"),
+    "event_type": _ONE_TYPE,
+    "tenant_id": Column("tenant_id"),
+    "occurred_at": Column("occurred_at"),
+    "producer": Column("producer"),
+    "schema_version": Column("schema_version"),
+}
+"""The envelope every event shares, stored as it is by the event tables (audit, analytics)."""
+
 CONTRACTS: tuple[SinkContract, ...] = (
     SinkContract(
         sink="audit",
         subject="audit_event",
         table="audit_events",
         fields={
-            "event_id": Column("event_id"),
-            "event_type": _ONE_TYPE,
-            "tenant_id": Column("tenant_id"),
-            "occurred_at": Column("occurred_at"),
-            "producer": Column("producer"),
-            "schema_version": Column("schema_version"),
+            **_ENVELOPE,
             "actor_id": Column("actor_id"),
             "action": Column("action"),
             "resource_type": Column("resource_type"),
@@ -106,12 +111,7 @@ CONTRACTS: tuple[SinkContract, ...] = (
         subject="analytics_event",
         table="analytics_events",
         fields={
-            "event_id": Column("event_id"),
-            "event_type": _ONE_TYPE,
-            "tenant_id": Column("tenant_id"),
-            "occurred_at": Column("occurred_at"),
-            "producer": Column("producer"),
-            "schema_version": Column("schema_version"),
+            **_ENVELOPE,
             "name": Column("name"),
             "user_id": Column("user_id"),
             "session_id": Column("session_id"),

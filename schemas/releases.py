@@ -39,6 +39,7 @@ from fastavro.schema import to_parsing_canonical_form
 from schemas.catalog import AVRO_DIR, _canonical_fingerprint, _load_version
 from schemas.compatibility import check_version
 from schemas.errors import SchemaError
+from schemas.events import EVENT_TYPES
 
 __all__ = [
     "RELEASES_FILE",
@@ -109,33 +110,55 @@ class ReleaseRefusedError(SchemaError):
     """`release` would not release: the message says which version and why."""
 
 
-def _without_docs(schema: Any) -> Any:
-    """`schema` with every ``doc`` attribute of a schema or field removed (defaults kept as they
-    are: a default map may legitimately hold a key named ``doc``)."""
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_NAMED = frozenset({"record", "error", "enum", "fixed"})
+
+
+def _full_name(name: str, namespace: str | None) -> str:
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def _normalized(schema: Any, namespace: str | None) -> Any:
+    """`schema` as it resolves, minus its docs: named types under their full names (no separate
+    ``namespace``), ``{"type": "string"}`` as ``"string"``; defaults, aliases, order and logical
+    types kept as written. Two spellings of one schema normalize alike, so only a change of
+    meaning changes the definition."""
     if isinstance(schema, list):
-        return [_without_docs(branch) for branch in schema]
+        return [_normalized(branch, namespace) for branch in schema]
+    if isinstance(schema, str):
+        return schema if schema in _PRIMITIVES else _full_name(schema, namespace)
     if not isinstance(schema, dict):
         return schema
-    stripped: dict[str, Any] = {}
+    kind = schema.get("type")
+    if isinstance(kind, str) and kind in _PRIMITIVES and set(schema) <= {"type", "doc"}:
+        return kind
+    out: dict[str, Any] = {}
+    if kind in _NAMED and "name" in schema:
+        full = _full_name(str(schema["name"]), schema.get("namespace", namespace))
+        out["name"] = full
+        namespace = full.rpartition(".")[0] or None
     for key, value in schema.items():
-        if key == "doc":
+        if key in ("doc", "namespace", "name"):
             continue
         if key == "fields" and isinstance(value, list):
-            stripped[key] = [
-                {k: (_without_docs(v) if k == "type" else v) for k, v in f.items() if k != "doc"}
-                if isinstance(f, dict)
-                else f
-                for f in value
+            out[key] = [
+                {
+                    k: (_normalized(v, namespace) if k == "type" else v)
+                    for k, v in field.items()
+                    if k != "doc"
+                }
+                for field in value
             ]
-        elif key in ("type", "items", "values"):
-            stripped[key] = _without_docs(value)
+        elif key in ("items", "values") or (key == "type" and not isinstance(value, str)):
+            out[key] = _normalized(value, namespace)
         else:
-            stripped[key] = value
-    return stripped
+            # Defaults stay as written: a default map may hold a key named "doc".
+            out[key] = value
+    return out
 
 
 def _definition(schema: Mapping[str, Any]) -> str:
-    return json.dumps(_without_docs(dict(schema)), sort_keys=True, separators=(",", ":"))
+    return json.dumps(_normalized(dict(schema), None), sort_keys=True, separators=(",", ":"))
 
 
 def _sha256(text: str) -> str:
@@ -297,9 +320,7 @@ def _changed_message(released: Release, now: Release, path: Path) -> str:
 
 
 def _published() -> dict[str, int]:
-    # Imported here: the event classes are what the code publishes, not what the gate reads.
-    from schemas.events import EVENT_TYPES
-
+    """What the code publishes: each event class's subject and ``SCHEMA_VERSION``."""
     return {cls.SUBJECT: cls.SCHEMA_VERSION for cls in EVENT_TYPES.values()}
 
 

@@ -110,6 +110,23 @@ def test_a_doc_only_edit_passes(root: Path) -> None:
     assert check_releases(root) == []
 
 
+def test_respelling_a_released_version_without_changing_its_meaning_passes(root: Path) -> None:
+    def respell(schema: Schema) -> None:
+        _field(schema, "outcome")["type"]["namespace"] = schema["namespace"]
+        _field(schema, "tenant_id")["type"] = {"type": "string"}
+        schema["name"] = f"{schema.pop('namespace')}.{schema['name']}"
+
+    _edit(root, "audit_event", 1, respell)
+    assert check_releases(root) == []
+
+
+def test_a_default_changed_in_place_fails(root: Path) -> None:
+    _edit(root, "analytics_event", 2, lambda s: _field(s, "platform").update(default="web"))
+    [problem] = check_releases(root)
+    assert "analytics_event v2" in problem.message
+    assert "field 'platform' changed (default, alias or order)" in problem.message
+
+
 def test_a_logical_type_changed_in_place_fails_though_the_canonical_form_is_the_same(
     root: Path,
 ) -> None:

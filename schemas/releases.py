@@ -245,6 +245,7 @@ def _write_releases(root: Path, releases: Mapping[tuple[str, int], Release]) -> 
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would follow the file into the tree
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -276,7 +277,7 @@ def _what_changed(released: Release, now: Release) -> str:
     old, new = json.loads(released.definition), json.loads(now.definition)
     old_fields, new_fields = _fields(released.definition), _fields(now.definition)
     changes: list[str] = []
-    if (old.get("namespace"), old.get("name")) != (new.get("namespace"), new.get("name")):
+    if old.get("name") != new.get("name"):  # full names: the namespace is part of them
         changes.append(f"record renamed from {old.get('name')} to {new.get('name')}")
     removed = [name for name in old_fields if name not in new_fields]
     added = [name for name in new_fields if name not in old_fields]

@@ -49,7 +49,7 @@ worker: $(STAMP) ## Run one worker until Ctrl-C/SIGTERM: make worker W=NAME (nam
 workers: $(STAMP) ## List every worker: name, consumer group, topics, table (the one registry)
 	$(SS) worker list
 
-schemas-check: $(STAMP) ## Fail if any Avro schema breaks compatibility with its earlier versions
+schemas-check: $(STAMP) ## Fail on a changed/unreleased schema version, a breaking change, or a field no sink maps
 	$(SS) schemas check
 
 demo: $(STAMP) ## Run the main job end to end on the local stack and print a summary

@@ -37,7 +37,7 @@ from avro.compatibility import (
 from schemas.catalog import AVRO_DIR, version_files
 from schemas.errors import SchemaError
 
-__all__ = ["RULES", "Incompatibility", "check_compatibility", "load_rules"]
+__all__ = ["RULES", "Incompatibility", "check_compatibility", "check_version", "load_rules"]
 
 RULES = (
     "NONE",
@@ -245,45 +245,71 @@ def check_compatibility(root: Path = AVRO_DIR) -> list[Incompatibility]:
     subject that has no schema (a typo would otherwise disable its check).
     """
     subjects = version_files(root)
+    default, rules = _rules_for(root, subjects)
+    found: list[Incompatibility] = []
+    for subject, versions in subjects.items():
+        found.extend(_check_version(subject, versions, rules.get(subject, default)))
+    return found
+
+
+def check_version(root: Path, subject: str, version: int) -> list[Incompatibility]:
+    """Compare `version` of `subject` with the versions before it, under the subject's rule.
+
+    What `check_compatibility` does for the current version, for any version: the release
+    command checks each version it is about to release this way. Raises `SchemaError` as
+    `check_compatibility` does, and for a version that does not exist.
+    """
+    subjects = version_files(root)
+    default, rules = _rules_for(root, subjects)
+    versions = subjects.get(subject, [])
+    if version > len(versions) or version < 1:
+        raise SchemaError(f"{root / subject}: there is no v{version}.avsc")
+    return _check_version(subject, versions[:version], rules.get(subject, default))
+
+
+def _rules_for(
+    root: Path, subjects: dict[str, list[tuple[int, Path]]]
+) -> tuple[str, dict[str, str]]:
     default, rules = load_rules(root)
     unknown = sorted(set(rules) - set(subjects))
     if unknown:
         raise SchemaError(
             f"{root / RULES_FILE}: rules for subjects without schemas: {', '.join(unknown)}"
         )
+    return default, rules
+
+
+def _check_version(
+    subject: str, versions: list[tuple[int, Path]], rule: str
+) -> list[Incompatibility]:
+    """Incompatibilities of the last of `versions` with the ones before it under `rule`."""
+    if rule == "NONE" or len(versions) < 2:
+        return []
+    (current_number, current_path), earlier = versions[-1], versions[:-1]
+    current = _parse(current_path)
+    against = earlier if rule.endswith("_TRANSITIVE") else earlier[-1:]
+    directions: list[Direction] = []
+    if rule.startswith(("BACKWARD", "FULL")):
+        directions.append("backward")
+    if rule.startswith(("FORWARD", "FULL")):
+        directions.append("forward")
     found: list[Incompatibility] = []
-    for subject, versions in subjects.items():
-        rule = rules.get(subject, default)
-        if rule == "NONE" or len(versions) < 2:
-            continue
-        (current_number, current_path), earlier = versions[-1], versions[:-1]
-        current = _parse(current_path)
-        against = earlier if rule.endswith("_TRANSITIVE") else earlier[-1:]
-        directions: list[Direction] = []
-        if rule.startswith(("BACKWARD", "FULL")):
-            directions.append("backward")
-        if rule.startswith(("FORWARD", "FULL")):
-            directions.append("forward")
-        for old_number, old_path in reversed(against):
-            old = _parse(old_path)
-            for direction in directions:
-                reader, writer = (current, old) if direction == "backward" else (old, current)
-                for problem in _problems(reader, writer):
-                    found.append(
-                        Incompatibility(
-                            subject=subject,
-                            rule=rule,
-                            direction=direction,
-                            reader_version=current_number
-                            if direction == "backward"
-                            else old_number,
-                            writer_version=old_number
-                            if direction == "backward"
-                            else current_number,
-                            field=problem.field,
-                            location=problem.location,
-                            kind=problem.kind,
-                            message=_explain(problem, direction, current_number, old_number),
-                        )
+    for old_number, old_path in reversed(against):
+        old = _parse(old_path)
+        for direction in directions:
+            reader, writer = (current, old) if direction == "backward" else (old, current)
+            for problem in _problems(reader, writer):
+                found.append(
+                    Incompatibility(
+                        subject=subject,
+                        rule=rule,
+                        direction=direction,
+                        reader_version=current_number if direction == "backward" else old_number,
+                        writer_version=old_number if direction == "backward" else current_number,
+                        field=problem.field,
+                        location=problem.location,
+                        kind=problem.kind,
+                        message=_explain(problem, direction, current_number, old_number),
                     )
+                )
     return found

@@ -48,11 +48,15 @@ class InMemorySchemaRegistry:
     Like Confluent's, ids are global: the same schema text under two subjects has one id.
     """
 
+    url = "memory://"
+    """Where it lives, for messages."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ids: dict[str, int] = {}
         self._schemas: dict[int, str] = {}
         self._subjects: dict[str, list[int]] = {}
+        self._levels: dict[str, str] = {}
 
     def register(self, subject: str, schema: str) -> int:
         with self._lock:
@@ -79,6 +83,22 @@ class InMemorySchemaRegistry:
         """Ids registered under `subject`, oldest first."""
         with self._lock:
             return list(self._subjects.get(subject, ()))
+
+    def registered(self, subject: str) -> list[tuple[int, str]]:
+        """``(version, schema text)`` of every schema under `subject`, oldest first."""
+        with self._lock:
+            ids = self._subjects.get(subject, ())
+            return [(number, self._schemas[i]) for number, i in enumerate(ids, start=1)]
+
+    def compatibility(self, subject: str) -> str | None:
+        """The compatibility level of `subject` (its own, else the global one), if set."""
+        with self._lock:
+            return self._levels.get(subject, self._levels.get(""))
+
+    def set_compatibility(self, subject: str | None, level: str) -> None:
+        """Set the compatibility level of `subject`, or the global one when None."""
+        with self._lock:
+            self._levels["" if subject is None else subject] = level.upper()
 
 
 def _redacted(url: str) -> str:
@@ -126,6 +146,43 @@ class ConfluentSchemaRegistry:
                 f"schema registry {self.url} did not register a schema under {subject!r}: {exc}",
                 url=self.url,
             ) from exc
+
+    def registered(self, subject: str) -> list[tuple[int, str]]:
+        """``(version, schema text)`` of every schema under `subject`, oldest first; empty when
+        the registry has no such subject. Raises `RegistryError` on other failures."""
+        try:
+            numbers = self._client.get_versions(subject)
+            found = [self._client.get_version(subject, number) for number in numbers]
+        except Exception as exc:
+            if getattr(exc, "http_status_code", None) == 404:
+                return []
+            raise RegistryError(
+                f"schema registry {self.url} failed to list the versions of {subject!r}: {exc}",
+                url=self.url,
+            ) from exc
+        return [(int(r.version), str(r.schema.schema_str)) for r in found]
+
+    def compatibility(self, subject: str) -> str | None:
+        """The compatibility level that applies to `subject` (its own, else the global one);
+        None when the registry does not say (confluent-kafka's mock keeps no configuration).
+        Raises `RegistryError` when the registry cannot be asked."""
+        try:
+            try:
+                config = self._client.get_config(subject)
+            except self._registry_error as exc:
+                if getattr(exc, "http_status_code", None) != 404:
+                    raise
+                config = self._client.get_config()  # no level of its own: the global one
+        except Exception as exc:
+            raise RegistryError(
+                f"schema registry {self.url} failed to give the compatibility of {subject!r}: "
+                f"{exc}",
+                url=self.url,
+            ) from exc
+        if config is None:
+            return None
+        level = config.compatibility_level or config.compatibility
+        return None if level is None else str(getattr(level, "value", level)).upper()
 
     def lookup(self, schema_id: int) -> str:
         try:

@@ -24,7 +24,7 @@ from runtime.localstack import LocalStack
 from runtime.localstack import server as server_module
 from runtime.localstack.kafka import KafkaServer
 from runtime.localstack.postgres import PostgresServer, reachable_by_server_user, running_as_root
-from runtime.localstack.process import listens_on, process_cmdline, wait_until
+from runtime.localstack.process import listens_on, port_is_free, process_cmdline, wait_until
 from runtime.localstack.redis import RedisServer
 from runtime.ports import free_port
 
@@ -195,7 +195,7 @@ def test_port_zero_tries_another_port_when_one_is_taken_in_the_gap(
         picks = iter([taken])
         monkeypatch.setattr(server_module, "free_port", lambda host: next(picks, free_port()))
         checks = iter([True])  # the first check ran before the squatter came
-        real_check = server_module.port_is_free
+        real_check = port_is_free
         monkeypatch.setattr(
             server_module,
             "port_is_free",

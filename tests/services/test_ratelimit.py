@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 from redis.asyncio import Redis
@@ -108,15 +107,11 @@ def test_concurrent_hits_from_two_clients_admit_exactly_the_limit(
     )
 
 
-def test_fails_open_with_a_metric_when_redis_is_unreachable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-
+def test_fails_open_with_a_metric_when_redis_is_unreachable(nowhere_port: int) -> None:
     async def body() -> None:
         client = Redis(
             host="127.0.0.1",
-            port=port,
+            port=nowhere_port,
             socket_timeout=0.25,
             socket_connect_timeout=0.25,
             retry=Retry(NoBackoff(), 0),

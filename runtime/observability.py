@@ -154,7 +154,11 @@ class ObservabilityServer:
         self._thread.start()
         logger.info("serving /metrics /healthz /readyz on %s", self.url)
         # The socket listens since __init__: a parent that started us on port 0 may come.
-        report_listening("metrics", self._host, self.port)
+        try:
+            report_listening("metrics", self._host, self.port)
+        except OSError:
+            self.stop()  # the parent waits for a report that cannot come: fail, loudly
+            raise
         self._target_file = self._register()
         return self
 

@@ -100,7 +100,7 @@ def measure_live_analytics(settings: Settings, n: int, *, timeout_s: float = 600
         topics=(analytics_topic, audit_topic),
         alerts_topic=alerts_topic,
         schema=schema,
-        # faust's web server takes a fixed port from its settings and reports none back.
+        # faust refuses port 0 (its web_port setting starts at 1): a port picked free.
         web_port=free_port(),
         grace_s=60,
         standby_replicas=0,

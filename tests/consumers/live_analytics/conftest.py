@@ -59,8 +59,8 @@ def live_options(
             "topics": (live_topics.analytics, live_topics.audit),
             "alerts_topic": live_topics.alerts,
             "schema": live_schema,
-            # faust's web server takes a fixed port from its settings and reports none
-            # back: this one is picked free (a small race, see runtime.ports).
+            # faust refuses port 0 (its web_port setting starts at 1), so its web server
+            # cannot report a port it chose: this one is picked free (a small race left).
             "web_port": free_port(),
             "standby_replicas": 0,
             "data_dir": tmp_path / "faust",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from producers.synthetic import Kind, publish_load
 from runtime import Settings
 from runtime.clients import kafka_admin, kafka_consumer, kafka_producer, postgres_connect
 from runtime.migrations import migrate
+from runtime.ports import ReadyFile
 from runtime.terminal import console
 from schemas.topics import load_topics, topic_for
 from services import MIGRATION_SOURCES
@@ -61,79 +61,107 @@ SINK_TABLES: dict[str, tuple[str, Kind]] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+class PortZeroController(Controller):
+    """aiosmtpd's threaded SMTP server on ``port=0`` (any free port): :attr:`port` is the
+    one it bound. (aiosmtpd itself would connect to port 0 to check the server is up.)"""
+
+    def _trigger_server(self) -> None:
+        server = self.server  # bound: aiosmtpd calls _trigger_server after the bind
+        assert isinstance(server, asyncio.Server)
+        self.port = int(server.sockets[0].getsockname()[1])
+        super()._trigger_server()  # type: ignore[no-untyped-call]
+
+
+#: How long a process the demo starts may take to bind its port (imports on a busy machine).
+_START_TIMEOUT_S = 60
 
 
 @dataclass
 class Worker:
     name: str
     process: subprocess.Popen[bytes]
-    metrics_url: str
     log: Path
+    ready: ReadyFile
+    metrics_url: str = ""
     url: str = ""
 
 
-def _report_early_exit(worker: Worker) -> None:
-    console.print(f"[red]{worker.name} did not come up; last log lines:[/]")
+def _report_early_exit(worker: Worker, why: str = "") -> None:
+    console.print(
+        f"[red]{worker.name} did not come up{f' ({why})' if why else ''}; last log lines:[/]"
+    )
     console.print(worker.log.read_text()[-2000:])
 
 
 @dataclass
 class DemoRun:
-    """Everything the demo started, so it can stop exactly that."""
+    """Everything the demo started, so it can stop exactly that.
+
+    Every process binds port 0 and reports the port it got in a ready file
+    (:mod:`runtime.ports`): no port is picked free first, so none can be taken meanwhile.
+    """
 
     config: Settings
     log_dir: Path
     workers: list[Worker] = field(default_factory=list)
 
-    def start_worker(self, name: str, extra_env: dict[str, str] | None = None) -> Worker:
-        port = _free_port()
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str]) -> Worker:
         log = self.log_dir / f"{name}.log"
-        env = {
-            **os.environ,
-            "SIDESTREAM_METRICS_PORT": str(port),
-            "SIDESTREAM_LOG_FORMAT": "json",
-            **(extra_env or {}),
-        }
+        ready = ReadyFile(self.log_dir, name)
+        env = {**os.environ, "SIDESTREAM_LOG_FORMAT": "json", **ready.env(), **extra_env}
         with log.open("ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "sidestream", "worker", "run", name],
+                [sys.executable, "-m", "sidestream", *argv],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        worker = Worker(name, process, f"http://127.0.0.1:{port}/metrics", log)
+        worker = Worker(name, process, log, ready)
         self.workers.append(worker)
         return worker
 
+    def start_worker(self, name: str, extra_env: dict[str, str] | None = None) -> Worker:
+        """Start a worker; :meth:`wait_started` gives it its metrics URL."""
+        return self._spawn(
+            name,
+            ["worker", "run", name],
+            {"SIDESTREAM_METRICS_PORT": "0", **(extra_env or {})},
+        )
+
+    def wait_started(self) -> None:
+        """Wait until every process started so far reported its port (in parallel: they
+        start together); exits 1 with the log of the first that did not."""
+        for worker in self.workers:
+            if worker.metrics_url:
+                continue
+            try:
+                key = "api" if worker.name == "api" else "metrics"
+                address = worker.ready.wait(
+                    worker.process, key, timeout=_START_TIMEOUT_S, log=worker.log
+                )
+            except (RuntimeError, TimeoutError) as exc:
+                _report_early_exit(worker, str(exc))
+                raise DemoError(f"{worker.name} did not come up: {exc}") from None
+            if worker.name == "api":
+                worker.url = f"http://{address}"
+                worker.metrics_url = f"{worker.url}/metrics"
+            else:
+                worker.metrics_url = f"http://{address}/metrics"
+
     def start_api(self) -> Worker:
         """The reference API as a process; waits until it answers /readyz."""
-        port = _free_port()
-        log = self.log_dir / "api.log"
-        env = {**os.environ, "SIDESTREAM_LOG_FORMAT": "json"}
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "sidestream", "api", "--port", str(port)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{port}"
-        api = Worker("api", process, f"{url}/metrics", log, url=url)
-        self.workers.append(api)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
+        api = self._spawn("api", ["api", "--port", "0"], {})
+        self.wait_started()
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline and api.process.poll() is None:
             try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{api.url}/readyz", timeout=1).status_code == 200:
                     return api
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        _report_early_exit(api)
-        raise DemoError(f"{api.name} did not come up")
+        _report_early_exit(api, "not ready")
+        raise DemoError(f"{api.name} did not become ready")
 
     def stop_workers(self) -> dict[str, int | None]:
         for worker in self.workers:
@@ -412,7 +440,7 @@ def run_demo(
             demo.start_worker(name)
         # Emails go to a local mail catcher the demo runs (no mail leaves the machine).
         mail = _MailCatcher()
-        smtp = Controller(mail, hostname="127.0.0.1", port=_free_port())
+        smtp = PortZeroController(mail, hostname="127.0.0.1", port=0)
         smtp.start()
         cleanups.append(smtp.stop)
         demo.start_worker(

@@ -24,6 +24,8 @@ from typing import Any, ClassVar, Self
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from runtime.ports import report_listening
+
 logger = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], bool]
@@ -116,8 +118,9 @@ def new_registry() -> CollectorRegistry:
 class ObservabilityServer:
     """A small threaded HTTP server for metrics and probes.
 
-    Use as a context manager, or call :meth:`start` / :meth:`stop`. ``port=0`` picks a
-    free port; the chosen one is in :attr:`port` after start.
+    Use as a context manager, or call :meth:`start` / :meth:`stop`. ``port=0`` binds any
+    free port; the chosen one is in :attr:`port`, and :meth:`start` reports it as
+    ``metrics`` in the process's ready file (:mod:`runtime.ports`) when there is one.
     """
 
     def __init__(
@@ -150,6 +153,12 @@ class ObservabilityServer:
         )
         self._thread.start()
         logger.info("serving /metrics /healthz /readyz on %s", self.url)
+        # The socket listens since __init__: a parent that started us on port 0 may come.
+        try:
+            report_listening("metrics", self._host, self.port)
+        except OSError:
+            self.stop()  # the parent waits for a report that cannot come: fail, loudly
+            raise
         self._target_file = self._register()
         return self
 

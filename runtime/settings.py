@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         default=0, ge=0, le=65535, description="Port for /metrics, /healthz, /readyz (0 = any)."
     )
+    ready_file: Path | None = Field(
+        default=None,
+        description="Where this process reports the ports its servers bound (JSON), for the "
+        "parent that started it with port 0 (tests, demo, bench, chaos).",
+    )
 
     @field_validator("kafka_extra", mode="before")
     @classmethod

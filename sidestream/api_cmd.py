@@ -41,7 +41,8 @@ def api(
         return
     loaded = settings()
     target: Path | None = None
-    if loaded.profile == "local":
+    # With port 0 the bound port is known only once serving: it goes to the ready file.
+    if loaded.profile == "local" and port != 0:
         # `make observe` (sidestream observe) scrapes the API through this file.
         address = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
         with contextlib.suppress(OSError):

@@ -22,6 +22,7 @@ from psycopg import sql
 from devtools.localstack import LocalStack, docker_available
 from runtime import Settings, load_settings
 from runtime.clients import kafka_admin, postgres_connect, redis_client
+from runtime.ports import refused_port
 
 NameFactory = Callable[[str], str]
 
@@ -62,6 +63,15 @@ def stack_settings() -> Iterator[Settings]:
         if started_here:
             cleanup.callback(local.down)
         yield base
+
+
+@pytest.fixture
+def nowhere_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections for the whole test: bound, never
+    listening, so no other process can take it meanwhile (a free port picked and closed
+    could start answering)."""
+    with refused_port() as port:
+        yield port
 
 
 @pytest.fixture

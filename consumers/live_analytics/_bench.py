@@ -34,6 +34,7 @@ from consumers.migrations_source import CONSUMER_MIGRATIONS
 from runtime import Settings
 from runtime.clients import kafka_admin, kafka_producer, postgres_connect
 from runtime.migrations import migrate
+from runtime.ports import free_port
 from schemas import AnalyticsEvent, AuditEvent, AuditOutcome, Event, EventSerializer
 
 __all__ = ["measure_live_analytics"]
@@ -79,14 +80,6 @@ def _events(n: int) -> list[tuple[bool, Event]]:
     return events
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def measure_live_analytics(settings: Settings, n: int, *, timeout_s: float = 600) -> dict[str, Any]:
     """Events per second of the live analytics worker over a backlog of `n` events.
 
@@ -107,7 +100,8 @@ def measure_live_analytics(settings: Settings, n: int, *, timeout_s: float = 600
         topics=(analytics_topic, audit_topic),
         alerts_topic=alerts_topic,
         schema=schema,
-        web_port=_free_port(),
+        # faust refuses port 0 (its web_port setting starts at 1): a port picked free.
+        web_port=free_port(),
         grace_s=60,
         standby_replicas=0,
         data_dir=Path(tempfile.mkdtemp(prefix=f"bench_live_{token}_")),

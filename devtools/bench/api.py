@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from devtools.bench.harness import BenchContext, Figure, free_port, stop_process
+from devtools.bench.harness import BenchContext, Figure, stop_process
+from runtime.ports import ReadyFile
 from services import MIGRATION_SOURCES
 
 __all__ = ["WrkResult", "run"]
@@ -123,17 +124,21 @@ def _skipped() -> list[Figure]:
 
 @contextlib.contextmanager
 def _server(ctx: BenchContext, schema: str, namespace: str, *flags: str) -> Iterator[str]:
-    """The API in its own process; yields its base URL once ``/readyz`` says ready."""
-    port = free_port()
-    argv = [sys.executable, "-m", "devtools.bench.peers", "api", str(port), schema, namespace]
-    process = ctx.spawn([*argv, *flags], stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    """The API in its own process; yields its base URL once ``/readyz`` says ready.
+
+    It binds port 0 and reports the port it got in a ready file (:mod:`runtime.ports`).
+    """
+    ready = ReadyFile(name="bench-api")
+    argv = [sys.executable, "-m", "devtools.bench.peers", "api", "0", schema, namespace]
+    process = ctx.spawn([*argv, *flags], extra_env=ready.env(), stdout=subprocess.DEVNULL)
     try:
+        base = f"http://{ready.wait(process, 'api', timeout=_START_TIMEOUT_S)}"
         with httpx.Client(base_url=base, timeout=30) as client:
             _wait_ready(client, process)
         yield base
     finally:
         stop_process(process)
+        ready.remove()
 
 
 def run(ctx: BenchContext) -> list[Figure]:

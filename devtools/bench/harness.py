@@ -12,7 +12,6 @@ import gc
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import time
@@ -139,13 +138,6 @@ async def time_against(
     return ours, theirs
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment of a child process (a worker, the API, a peer): this one's, with
     the connection settings of ``settings`` (which may carry overrides) and quiet logs."""
@@ -246,11 +238,14 @@ class BenchContext:
         self._cleanups.append(delete_keys)
         return name
 
-    def spawn(self, argv: list[str], **popen: Any) -> subprocess.Popen[Any]:
-        """Start a child process with :func:`child_env`; stopped at the end of the run
-        at the latest (sections stop theirs as soon as they are done with them)."""
+    def spawn(
+        self, argv: list[str], *, extra_env: dict[str, str] | None = None, **popen: Any
+    ) -> subprocess.Popen[Any]:
+        """Start a child process with :func:`child_env` (plus ``extra_env``); stopped at
+        the end of the run at the latest (sections stop theirs as soon as they are done
+        with them)."""
         process: subprocess.Popen[Any] = subprocess.Popen(
-            argv, env=child_env(self.settings), **popen
+            argv, env={**child_env(self.settings), **(extra_env or {})}, **popen
         )
 
         def stop() -> None:

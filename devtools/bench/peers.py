@@ -8,7 +8,8 @@
     L1 it prints ``EVICTED <version> <time.monotonic()>``: CLOCK_MONOTONIC is one clock
     for every process of a machine, so the writer can subtract its own readings.
 ``api PORT SCHEMA NAMESPACE [--no-l1]``
-    The reference API (``services.api.serve``) on 127.0.0.1:PORT, with what a load test
+    The reference API (``services.api.serve``) on 127.0.0.1:PORT (0: any free port,
+    reported in the ready file of ``SIDESTREAM_READY_FILE``), with what a load test
     must not measure switched off: the per-client rate limit (one load generator is one
     client and would mostly get 429), view events (one Kafka message per read, to the
     shared ``analytics`` topic) and the access log. ``sidestream api`` has no options

@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from devtools.chaos.errors import ChaosError
-from devtools.chaos.stack import free_port
 from runtime import Settings
+from runtime.ports import ReadyFile
 
 __all__ = ["WorkerGroup", "WorkerProcess", "worker_environment"]
 
@@ -68,8 +68,9 @@ class WorkerProcess:
         log: its stdout and stderr are appended here.
         group / topics / schema: the ``worker run`` options.
 
-    Each worker serves ``/healthz`` on a port of its own (:attr:`metrics_port`):
-    :meth:`wait_ready` uses it to know the worker is past its start-up.
+    Each worker serves ``/healthz`` on a port of its own, bound as port 0 and reported
+    in a ready file next to its log (:mod:`runtime.ports`): :meth:`wait_ready` reads
+    the port there and asks ``/healthz`` to know the worker is past its start-up.
     """
 
     def __init__(
@@ -91,16 +92,18 @@ class WorkerProcess:
             self._command += ["--topic", topic]
         if schema:
             self._command += ["--schema", schema]
-        self.metrics_port = free_port()
+        self._ready = ReadyFile(log.parent, log.stem)
         self._env = {
             **os.environ,
             **worker_environment(settings),
-            "SIDESTREAM_METRICS_PORT": str(self.metrics_port),
+            "SIDESTREAM_METRICS_PORT": "0",
+            **self._ready.env(),
         }
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self._ready.path.unlink(missing_ok=True)  # the report of an earlier start
         with self.log.open("ab") as out:
             self._process = subprocess.Popen(
                 self._command,
@@ -134,9 +137,15 @@ class WorkerProcess:
         outright (exit -15) instead of asking it to drain. Scenarios that judge drains
         wait for this first.
         """
-        url = f"http://127.0.0.1:{self.metrics_port}/healthz"
         deadline = time.monotonic() + timeout_s
         while self.alive:
+            address = self._ready.read(self.pid).get("metrics")
+            if address is None:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.1)
+                continue
+            url = f"http://{address}/healthz"
             try:
                 with urllib.request.urlopen(url, timeout=1) as response:
                     if response.status == 200:

@@ -110,7 +110,9 @@ class FaultProxy:
     """Forwards ``listen_host:listen_port`` to ``target_host:target_port`` with faults.
 
     Args:
-        target_port: where connections go.
+        target_port: where connections go; :attr:`target` may be set again later (each
+            new connection reads it), e.g. once an upstream that must advertise the
+            proxy's port has started.
         target_host: the upstream's host.
         faults: the initial faults (default none); change them with :meth:`set_faults`.
         seed: seeds every random decision.

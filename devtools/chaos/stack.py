@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -38,18 +37,11 @@ from devtools.localstack.server import HOST, LocalServer
 from runtime import Settings
 from runtime.clients import kafka_admin
 
-__all__ = ["PrivateStack", "free_port"]
+__all__ = ["PrivateStack"]
 
 logger = logging.getLogger(__name__)
 
 DATABASE = "chaos"
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (on 127.0.0.1)."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 class _AdvertisedKafkaServer(KafkaServer):
@@ -115,34 +107,33 @@ class PrivateStack:
         # Postgres runs as `nobody` when we are root: it must be able to enter the data
         # dir's parents. This directory is ours (just made), so opening it is harmless.
         self.directory.chmod(0o755)
-        kafka_port = free_port()
+        # Port 0: each server gets a free port when it starts (and another one if that
+        # is taken in the gap); :attr:`settings` follows them.
         self.kafka: KafkaServer = (
             _AdvertisedKafkaServer(
                 stack_dir=self.directory,
-                port=kafka_port,
+                port=0,
                 advertised_port=kafka_advertised_port,
                 binary=base.tansu_binary,
             )
             if kafka_advertised_port is not None
-            else KafkaServer(stack_dir=self.directory, port=kafka_port, binary=base.tansu_binary)
+            else KafkaServer(stack_dir=self.directory, port=0, binary=base.tansu_binary)
         )
         self.postgres = PostgresServer(
-            stack_dir=self.directory,
-            port=free_port(),
-            database=DATABASE,
-            bindir=base.postgres_bindir,
+            stack_dir=self.directory, port=0, database=DATABASE, bindir=base.postgres_bindir
         )
-        self.redis = RedisServer(
-            stack_dir=self.directory, port=free_port(), binary=base.redis_server
-        )
-        bootstrap = f"{HOST}:{kafka_advertised_port or kafka_port}"
-        self.settings = base.with_overrides(
-            stack_dir=self.directory,
-            kafka_bootstrap_servers=bootstrap,
-            postgres_dsn=self.postgres_dsn(),
-            redis_url=f"redis://{HOST}:{self.redis.port}/0",
-        )
+        self.redis = RedisServer(stack_dir=self.directory, port=0, binary=base.redis_server)
+        self._base = base
+        self._advertised_port = kafka_advertised_port
+        self._settings: Settings | None = None
         self._frozen = False
+
+    @property
+    def settings(self) -> Settings:
+        """The base settings pointed at the private servers (known once started)."""
+        if self._settings is None:
+            raise RuntimeError("the private stack is not started: its ports are not known")
+        return self._settings
 
     def postgres_dsn(self, port: int | None = None) -> str:
         """The DSN of the private database (through ``port`` if given, e.g. a proxy)."""
@@ -161,6 +152,12 @@ class PrivateStack:
         except BaseException:
             self.close()
             raise
+        self._settings = self._base.with_overrides(
+            stack_dir=self.directory,
+            kafka_bootstrap_servers=f"{HOST}:{self._advertised_port or self.kafka.port}",
+            postgres_dsn=self.postgres_dsn(),
+            redis_url=f"redis://{HOST}:{self.redis.port}/0",
+        )
         logger.info(
             "private stack in %s: kafka %s, postgres %s, redis %s",
             self.directory,

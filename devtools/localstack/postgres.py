@@ -47,6 +47,15 @@ def bundled_postgres_bindir() -> Path | None:
     return None
 
 
+#: Longest Unix socket path (``sun_path`` is 108 bytes with its terminating NUL).
+_SOCKET_PATH_MAX = 107
+
+
+def _socket_path_fits(directory: Path) -> bool:
+    # The longest name Postgres gives its socket: the highest port number.
+    return len(os.fsencode(directory / ".s.PGSQL.65535")) <= _SOCKET_PATH_MAX
+
+
 def running_as_root() -> bool:
     return os.geteuid() == 0
 
@@ -99,10 +108,27 @@ class PostgresServer(LocalServer):
     def pgdata(self) -> Path:
         return self._home / "data"
 
-    @property
+    @cached_property
     def socket_dir(self) -> Path:
-        """Unix socket and lock file directory; the server user must write it."""
-        return self._home / "run"
+        """Unix socket and lock file directory; the server user must write it.
+
+        A Unix socket's path must fit in 107 bytes, and Postgres refuses to start when
+        ``<dir>/.s.PGSQL.<port>`` does not: a deep stack dir gets a short directory of
+        its own under the system temp dir instead (named by a hash of the stack dir, so
+        stacks never share one).
+        """
+        preferred = self._home / "run"
+        if _socket_path_fits(preferred):
+            return preferred
+        digest = hashlib.sha256(str(self.stack_dir.resolve()).encode()).hexdigest()[:12]
+        short = Path(tempfile.gettempdir()) / f"sidestream-{digest}-pg"
+        if not _socket_path_fits(short):
+            raise StackError(
+                self.name,
+                f"the Unix socket path under {short} is longer than {_SOCKET_PATH_MAX} bytes: "
+                "set TMPDIR to a shorter directory (e.g. TMPDIR=/tmp)",
+            )
+        return short
 
     @cached_property
     def bindir(self) -> Path:

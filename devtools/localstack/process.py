@@ -59,6 +59,55 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's "st" column
+
+
+def listening_inodes(port: int) -> set[int]:
+    """Inodes of the TCP sockets (IPv4 and IPv6) listening on ``port``, on any address
+    (read from ``/proc/net/tcp*``; empty where that is unavailable)."""
+    found: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != _LISTEN:
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(int(fields[9]))
+    return found
+
+
+def socket_inodes(pid: int) -> set[int] | None:
+    """Inodes of the sockets ``pid`` holds open, or ``None`` if they cannot be read (no
+    such process, or another user's process when we are not root)."""
+    found: set[int] = set()
+    try:
+        entries = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
+    return found
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` itself holds a socket listening on ``port``: ``None`` when
+    its sockets cannot be read. Telling *our* server from another that answers on the
+    same port takes this, not a connection (which anything listening would accept)."""
+    held = socket_inodes(pid)
+    if held is None:
+        return None
+    return bool(held & listening_inodes(port))
+
+
 def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
     """Poll ``check`` until it returns True or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout

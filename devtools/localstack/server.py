@@ -10,12 +10,15 @@ from pathlib import Path
 from devtools.localstack.process import (
     PidFile,
     ServerStatus,
+    listening_inodes,
+    listens_on,
     port_is_free,
     spawn,
     terminate,
     wait_until,
 )
 from runtime.errors import StackError
+from runtime.ports import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +37,15 @@ class LocalServer(ABC):
     stop_signal: int = signal.SIGTERM
     start_timeout: float = 30.0
 
+    #: Tries of a server started with ``port=0`` when its port is taken in the gap.
+    port_attempts = 5
+
     def __init__(self, *, stack_dir: Path, port: int) -> None:
+        """``port=0``: any free port, picked at the first :meth:`start` (retried with
+        another one if it is taken before the server binds it) and kept from then on."""
         self.stack_dir = stack_dir
         self.port = port
+        self._pick_port = port == 0
         self.data_dir = stack_dir / self.name
         self.log_path = self.data_dir / f"{self.name}.log"
 
@@ -68,13 +77,33 @@ class LocalServer(ABC):
         """Work that needs the running server (e.g. create the database)."""
 
     def start(self) -> ServerStatus:
-        if self.pidfile.live_pid() is not None:
-            if wait_until(self.is_healthy, timeout=self.start_timeout):
+        pid = self.pidfile.live_pid()
+        if pid is not None:
+            if wait_until(lambda: self._serving(pid), timeout=self.start_timeout):
                 return self.status()
-            raise StackError(
-                self.name, f"is running but not healthy; see {self.log_path} or `make down`"
-            )
+            raise StackError(self.name, self._not_serving(pid))
         self.binary()  # fail fast, with the fix, when the binary is missing
+        if not self._pick_port:
+            return self._start_on(self.port)
+        # These servers take their port on the command line (Kafka also advertises it),
+        # so they cannot bind port 0 and report it: pick a free one, and pick again when
+        # another process takes it before the server binds it.
+        for attempt in range(1, self.port_attempts + 1):
+            try:
+                status = self._start_on(free_port(HOST))
+            except StackError:
+                if attempt == self.port_attempts or port_is_free(HOST, self.port):
+                    raise
+                logger.warning(
+                    "%s: port %d was taken while starting; trying another", self.name, self.port
+                )
+                continue
+            self._pick_port = False  # a restart keeps the port its clients know
+            return status
+        raise AssertionError("unreachable")
+
+    def _start_on(self, port: int) -> ServerStatus:
+        self.port = port
         if not port_is_free(HOST, self.port):
             raise StackError(
                 self.name,
@@ -85,9 +114,13 @@ class LocalServer(ABC):
         process = spawn(self.command(), log_path=self.log_path, cwd=self.data_dir)
         self.pidfile.write(process.pid)
         logger.info("started %s (pid %d) on %s", self.name, process.pid, self.address)
-        if not wait_until(
-            lambda: process.poll() is None and self.is_healthy(), timeout=self.start_timeout
-        ):
+        # Stop waiting as soon as it exits (e.g. the port was taken after all); healthy
+        # means this very process listens and answers, not just "something answers".
+        wait_until(
+            lambda: process.poll() is not None or self._serving(process.pid),
+            timeout=self.start_timeout,
+        )
+        if process.poll() is not None or not self._serving(process.pid):
             code = process.poll()
             terminate(process.pid, timeout=5)
             self.pidfile.clear()
@@ -109,16 +142,43 @@ class LocalServer(ABC):
         return True
 
     def status(self) -> ServerStatus:
+        """Healthy only when the recorded process is the one listening on our port and it
+        answers a real client: another server on the same port (say, another stack's)
+        answers too, but is not ours."""
         pid = self.pidfile.live_pid()
         recorded = self.pidfile.read()
-        healthy = pid is not None and self._safe_healthy()
         if pid is None:
             detail = f"not running (pid {recorded} is gone)" if recorded else "not running"
-        elif not healthy:
-            detail = f"running but not answering; see {self.log_path}"
-        else:
+            return ServerStatus(self.name, self.address, None, False, False, detail)
+        healthy = self._serving(pid)
+        if healthy:
             detail = "ok"
-        return ServerStatus(self.name, self.address, pid, pid is not None, healthy, detail)
+        elif listens_on(pid, self.port) is False:
+            detail = self._not_serving(pid)
+        else:
+            detail = f"running but not answering; see {self.log_path}"
+        return ServerStatus(self.name, self.address, pid, True, healthy, detail)
+
+    def _serving(self, pid: int) -> bool:
+        """``pid`` holds the socket listening on our port, and the server answers.
+
+        Where the process's sockets cannot be read (another user's process, without
+        root), the answer alone decides.
+        """
+        return listens_on(pid, self.port) is not False and self._safe_healthy()
+
+    def _not_serving(self, pid: int) -> str:
+        if listens_on(pid, self.port) is False:
+            other = (
+                "another process listens there (another stack on the same ports?)"
+                if listening_inodes(self.port)
+                else "nothing listens there"
+            )
+            return (
+                f"pid {pid} (ours) is running but does not listen on port {self.port}; "
+                f"{other}: `make down`, or choose other ports with {self.port_setting_hint()}"
+            )
+        return f"is running but not healthy; see {self.log_path} or `make down`"
 
     def port_setting_hint(self) -> str:
         return "the matching SIDESTREAM_* setting"

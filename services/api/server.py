@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 import time
 from types import FrameType
@@ -13,6 +14,7 @@ import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from runtime import Settings
+from runtime.ports import report_listening
 from services.api.app import create_app
 from services.api.config import ApiConfig
 from services.api.context import RequestIdLogFilter
@@ -32,6 +34,19 @@ def install_request_id_logging() -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RequestIdLogFilter) for f in handler.filters):
             handler.addFilter(RequestIdLogFilter())
+
+
+class _ReportingServer(uvicorn.Server):
+    """uvicorn, reporting the port it bound (``port=0`` = any) as ``api`` in the process's
+    ready file, so a parent that started it never has to pick a free port first."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            for server in self.servers:
+                for sock in server.sockets:
+                    report_listening("api", self.config.host, int(sock.getsockname()[1]))
+                    return
 
 
 def _uvicorn_config(
@@ -68,10 +83,11 @@ def serve(
     Returns normally once drained (so the process exits 0, like the workers), instead of
     uvicorn's default of re-raising the signal at the end. Call after
     ``runtime.configure_logging``. Raises ``SystemExit(1)`` if the server did not start
-    (e.g. the port is taken).
+    (e.g. the port is taken). ``port=0`` binds any free port and reports it (as ``api``)
+    in the ready file of :mod:`runtime.ports`.
     """
     install_request_id_logging()
-    server = uvicorn.Server(_uvicorn_config(settings, host, port, config, registry))
+    server = _ReportingServer(_uvicorn_config(settings, host, port, config, registry))
 
     def request_exit(signum: int, _frame: FrameType | None) -> None:
         # Before uvicorn installs its handlers: exit as soon as it starts. After it

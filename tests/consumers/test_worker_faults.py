@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,16 +96,11 @@ def test_two_workers_split_partitions_and_take_over_when_one_stops(
     _assert_exactly_once(pg_conn, sink_schema, 9000)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def private_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
     """A Postgres of this test's own, so stopping it disturbs no other test."""
-    server = PostgresServer(stack_dir=tmp_path / "stack", port=_free_port(), database="faults")
+    # port 0: a free port picked when it starts (another if taken meanwhile), kept on restart
+    server = PostgresServer(stack_dir=tmp_path / "stack", port=0, database="faults")
     server.start()
     yield server
     server.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -93,12 +92,6 @@ def outbox_schema(pg_conn: psycopg.Connection[Any], pg_schema: str) -> str:
     return pg_schema
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class PrivateBroker:
     """A tansu broker of one test's own: `settings` point at it; it can be frozen."""
@@ -126,7 +119,7 @@ class PrivateBroker:
 
 @pytest.fixture
 def private_broker(stack_settings: Settings, tmp_path: Path) -> Iterator[PrivateBroker]:
-    server = KafkaServer(stack_dir=tmp_path, port=_free_port())
+    server = KafkaServer(stack_dir=tmp_path, port=0)
     status = server.start()
     assert status.pid is not None
     try:

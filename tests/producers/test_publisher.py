@@ -421,7 +421,9 @@ def test_publish_raises_backpressure_instead_of_hanging_when_the_broker_is_froze
             assert 0.05 <= raised.retry_after <= 5.0
             assert raised.queue_depth >= 50
             assert raised.topic == topic
-            assert slowest < 0.5, f"a publish() took {slowest:.3f}s"
+            # A publish that waited for queue space would wait for the 2 s message
+            # timeout; 1.5 s leaves room for a busy machine's scheduling stalls.
+            assert slowest < 1.5, f"a publish() took {slowest:.3f}s"
             assert accepted <= 50
             assert sample("sidestream_publish_backpressure_total") == 1
             # Still frozen: the queued events time out, are reported failed, free the queue.

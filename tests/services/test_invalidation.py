@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -147,11 +146,8 @@ def test_the_sink_tombstones_keys_bumps_generations_and_tolerates_replays(
         holder.close()
 
 
-def test_a_redis_failure_is_transient_so_the_batch_is_retried() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    settings = Settings(redis_url=SecretStr(f"redis://127.0.0.1:{port}/0"))
+def test_a_redis_failure_is_transient_so_the_batch_is_retried(nowhere_port: int) -> None:
+    settings = Settings(redis_url=SecretStr(f"redis://127.0.0.1:{nowhere_port}/0"))
     registry = new_registry()
     holder = CacheOnThread(settings, "down", registry)
     sink = InvalidationSink(cache=holder.cache, loop=holder.loop, registry=registry)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,12 +27,6 @@ from sidestream.observe_cmd import (
     targets_dir,
     write_target_file,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def dead_pid() -> int:
@@ -76,7 +69,7 @@ def test_generated_config_is_valid_for_promtool(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (deploy/install-tools.sh)")
-    server = PrometheusServer(stack_dir=tmp_path, port=free_port())
+    server = PrometheusServer(stack_dir=tmp_path, port=0)
     config = server.config()
     assert config["rule_files"] == [str(server.rules_dir.resolve() / "*.rules.yml")]
     path = tmp_path / "prometheus.yml"
@@ -100,7 +93,7 @@ def test_prometheus_scrapes_a_registered_process_and_loads_the_rules(tmp_path: P
         pytest.skip("prometheus is not installed (deploy/install-tools.sh)")
     registry = new_registry()
     Gauge("sidestream_consumer_paused", "doc", ["sink"], registry=registry).labels("audit").set(1)
-    server = PrometheusServer(stack_dir=tmp_path, port=free_port(), scrape_interval_s=1)
+    server = PrometheusServer(stack_dir=tmp_path, port=0, scrape_interval_s=1)
     with ObservabilityServer(port=0, registry=registry) as metrics:
         server.start()
         try:

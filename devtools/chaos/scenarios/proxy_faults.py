@@ -23,7 +23,7 @@ from devtools.chaos.proxy import FaultProxy, ProxyFaults
 from devtools.chaos.report import ScenarioReport
 from devtools.chaos.scenario import ChaosContext, ScenarioRun, Size, fault_points
 from devtools.chaos.sink_stream import SinkStream, StreamParams
-from devtools.chaos.stack import free_port
+from devtools.localstack.server import HOST
 
 NAME = "proxy-faults"
 
@@ -62,13 +62,13 @@ def run(ctx: ChaosContext, params: Params | None = None) -> ScenarioReport:
     """Run the scenario; the report counts the cut connections as its faults."""
     params = params or SIZES[ctx.size]
     rng = ctx.rng(NAME)
-    kafka_port = free_port()
     with ScenarioRun(ctx, NAME, budget_s=params.budget_s) as run:
-        stack = run.private_stack(kafka_advertised_port=kafka_port)
-        kafka_proxy = FaultProxy(
-            target_port=stack.kafka.port, listen_port=kafka_port, seed=ctx.seed, name="kafka-proxy"
-        ).start()
+        # The broker must advertise the proxy's port, so the proxy binds first (port 0)
+        # and learns where to forward once the broker is up: no port is picked free.
+        kafka_proxy = FaultProxy(target_port=0, seed=ctx.seed, name="kafka-proxy").start()
         run.on_exit(kafka_proxy.stop)
+        stack = run.private_stack(kafka_advertised_port=kafka_proxy.port)
+        kafka_proxy.target = (HOST, stack.kafka.port)
         pg_proxy = FaultProxy(
             target_port=stack.postgres.port, seed=ctx.seed + 1, name="postgres-proxy"
         ).start()

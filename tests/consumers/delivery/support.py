@@ -1,11 +1,11 @@
-"""Real receivers for delivery tests: an HTTP server and an SMTP server on 127.0.0.1 free
-ports, scripted per request; plus helpers to insert notifications and read results."""
+"""Real receivers for delivery tests: an HTTP server and an SMTP server on 127.0.0.1 (each
+binds port 0 and says which port it got), scripted per request; plus helpers to insert
+notifications and read results."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 import time
 import uuid
@@ -18,16 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from psycopg.types.json import Jsonb
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from devtools.demo import PortZeroController
 
 
 def wait_for(check: Callable[[], bool], *, timeout: float, interval: float = 0.05) -> bool:
@@ -85,7 +79,7 @@ class WebhookReceiver:
         self._in_progress: Counter[str] = Counter()
         self.max_concurrent: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
-        self._server = _Server(("127.0.0.1", free_port()), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())  # bound now: any port
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -209,14 +203,18 @@ class SmtpSink:
         self.mails: list[Mail] = []
         self._rcpt_reply = rcpt_reply
         self._rcpt_counts: Counter[str] = Counter()
-        self.port = free_port()
-        self._controller = Controller(_SmtpHandler(self), hostname="127.0.0.1", port=self.port)
+        self._controller = PortZeroController(_SmtpHandler(self), hostname="127.0.0.1", port=0)
 
     def rcpt_reply(self, address: str) -> str | None:
         with self.lock:
             self._rcpt_counts[address] += 1
             n = self._rcpt_counts[address]
         return self._rcpt_reply(address, n) if self._rcpt_reply else None
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (bound at :meth:`start`)."""
+        return int(self._controller.port)
 
     def start(self) -> SmtpSink:
         self._controller.start()

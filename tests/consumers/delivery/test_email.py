@@ -12,7 +12,6 @@ from tests.consumers.delivery.support import (
     SmtpSink,
     attempts_of,
     email,
-    free_port,
     insert_notifications,
     row_of,
     status_of,
@@ -105,10 +104,10 @@ def test_unknown_template_and_missing_parameter_fail_without_contacting_the_serv
 
 
 def test_an_unreachable_smtp_server_is_retried(
-    db: psycopg.Connection[Any], smtp: Smtp, start_worker: StartWorker
+    db: psycopg.Connection[Any], smtp: Smtp, start_worker: StartWorker, nowhere_port: int
 ) -> None:
     [nid] = insert_notifications(db, [email("c@example.test")])
-    start_worker(smtp_port=free_port(), max_attempts=2)
+    start_worker(smtp_port=nowhere_port, max_attempts=2)
     assert wait_for(lambda: status_of(db, nid) == "failed", timeout=30)
     assert [a["error_class"] for a in attempts_of(db, nid)] == ["connect", "connect"]
     assert row_of(db, nid)["failure_reason"] == "exhausted"

@@ -21,7 +21,6 @@ from tests.consumers.delivery.support import (
     WebhookReceiver,
     all_in,
     attempts_of,
-    free_port,
     insert_notifications,
     row_of,
     status_of,
@@ -169,9 +168,9 @@ def test_a_hanging_endpoint_times_out_and_exhausts_its_attempts(
 
 
 def test_connection_refused_is_retried(
-    db: psycopg.Connection[Any], start_worker: StartWorker
+    db: psycopg.Connection[Any], start_worker: StartWorker, nowhere_port: int
 ) -> None:
-    [nid] = insert_notifications(db, [webhook(f"http://127.0.0.1:{free_port()}/nobody")])
+    [nid] = insert_notifications(db, [webhook(f"http://127.0.0.1:{nowhere_port}/nobody")])
     start_worker(max_attempts=2)
     assert wait_for(lambda: status_of(db, nid) == "failed", timeout=30)
     assert [a["error_class"] for a in attempts_of(db, nid)] == ["connect", "connect"]
@@ -206,9 +205,9 @@ def test_a_dead_host_does_not_delay_a_healthy_one(
 
 
 def test_an_open_circuit_reschedules_without_attempts(
-    db: psycopg.Connection[Any], start_worker: StartWorker
+    db: psycopg.Connection[Any], start_worker: StartWorker, nowhere_port: int
 ) -> None:
-    url = f"http://127.0.0.1:{free_port()}/refused"
+    url = f"http://127.0.0.1:{nowhere_port}/refused"
     ids = insert_notifications(db, [webhook(url) for _ in range(10)])
     worker = start_worker(
         circuit_failure_threshold=3, circuit_cooldown_s=60.0, per_host_concurrency=1

@@ -17,7 +17,7 @@ from consumers import CONSUMER_MIGRATIONS
 from consumers.live_analytics import EmbeddedLiveAnalytics, LiveAnalyticsOptions, internal_topics
 from runtime import Settings
 from runtime.migrations import migrate
-from tests.consumers.live_analytics.support import free_port
+from runtime.ports import free_port
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ def live_options(
             "topics": (live_topics.analytics, live_topics.audit),
             "alerts_topic": live_topics.alerts,
             "schema": live_schema,
+            # faust refuses port 0 (its web_port setting starts at 1), so its web server
+            # cannot report a port it chose: this one is picked free (a small race left).
             "web_port": free_port(),
             "standby_replicas": 0,
             "data_dir": tmp_path / "faust",

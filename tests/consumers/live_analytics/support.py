@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from psycopg import sql
 from consumers.live_analytics import LiveAnalyticsOptions
 from runtime import Settings
 from runtime.clients import kafka_producer
+from runtime.ports import ReadyFile
 from schemas import AnalyticsEvent, AuditEvent, AuditOutcome, Event, EventSerializer
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -31,12 +31,6 @@ T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 WindowRow = tuple[int, datetime, str, str]
 """(window_seconds, window_start, tenant, event type)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def at(minute: float, second: float = 0) -> datetime:
@@ -153,18 +147,22 @@ def wait_for(check: Callable[[], bool], *, timeout: float, interval: float = 0.2
 
 
 def worker_process(
-    settings: Settings, options: LiveAnalyticsOptions, *, metrics_port: int, log: Path
-) -> subprocess.Popen[bytes]:
-    """The worker as a real child process (``run_live_analytics`` via ``worker_main``)."""
+    settings: Settings, options: LiveAnalyticsOptions, *, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The worker as a real child process (``run_live_analytics`` via ``worker_main``),
+    and the base URL of its ``/metrics`` and probes once it listens there (it binds port
+    0 and reports the port in a ready file next to ``log``)."""
     payload = asdict(options)
     payload["spike"] = asdict(options.spike)
     payload["data_dir"] = str(options.data_dir) if options.data_dir else None
+    ready = ReadyFile(log.parent, f"{log.stem}-metrics")
     env = {
         **os.environ,
         "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "SIDESTREAM_METRICS_PORT": str(metrics_port),
+        "SIDESTREAM_METRICS_PORT": "0",
         "SIDESTREAM_LOG_FORMAT": "console",
+        **ready.env(),
     }
     command = [
         sys.executable,
@@ -173,6 +171,13 @@ def worker_process(
         json.dumps(payload),
     ]
     with log.open("ab") as out:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path.cwd()
         )
+    try:
+        address = ready.wait(process, "metrics", timeout=60, log=log)
+    except BaseException:
+        process.kill()
+        process.wait(timeout=10)
+        raise
+    return process, f"http://{address}"

@@ -22,7 +22,6 @@ from tests.consumers.live_analytics.support import (
     T0,
     analytics,
     at,
-    free_port,
     metric_value,
     produce,
     scrape,
@@ -66,19 +65,14 @@ def test_a_crash_over_counts_live_windows_but_not_the_hourly_rollup(
     # No commit before the crash: the replay after it covers every event.
     options = live_options(grace_s=600, commit_interval_s=3600)
     log = tmp_path / "worker.log"
-    port = free_port()
-    first = worker_process(stack_settings, options, metrics_port=port, log=log)
+    first, base = worker_process(stack_settings, options, log=log)
     events = [analytics(TENANTS[i % 3], "page_view", at(i % 3, i % 60)) for i in range(300)]
     try:
-        assert wait_for(
-            lambda: scrape(f"http://127.0.0.1:{port}/readyz").startswith("ready"), timeout=60
-        )
+        assert wait_for(lambda: scrape(f"{base}/readyz").startswith("ready"), timeout=60)
         produce(stack_settings, [(live_topics.analytics, e, None) for e in events])
         assert wait_for(
             lambda: (
-                metric_value(
-                    scrape(f"http://127.0.0.1:{port}/metrics"), "sidestream_live_events_total"
-                )
+                metric_value(scrape(f"{base}/metrics"), "sidestream_live_events_total")
                 >= len(events)
             ),
             timeout=60,
@@ -97,18 +91,13 @@ def test_a_crash_over_counts_live_windows_but_not_the_hourly_rollup(
             first.kill()
             first.wait(timeout=10)
 
-    port = free_port()
-    second = worker_process(stack_settings, options, metrics_port=port, log=log)
+    second, base = worker_process(stack_settings, options, log=log)
     try:
-        assert wait_for(
-            lambda: scrape(f"http://127.0.0.1:{port}/readyz").startswith("ready"), timeout=90
-        )
+        assert wait_for(lambda: scrape(f"{base}/readyz").startswith("ready"), timeout=90)
         # Restored from the changelog, then every event read again.
         assert wait_for(
             lambda: (
-                metric_value(
-                    scrape(f"http://127.0.0.1:{port}/metrics"), "sidestream_live_events_total"
-                )
+                metric_value(scrape(f"{base}/metrics"), "sidestream_live_events_total")
                 >= len(events)
             ),
             timeout=60,

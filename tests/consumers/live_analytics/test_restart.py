@@ -23,7 +23,6 @@ from tests.consumers.live_analytics.support import (
     at,
     audit,
     expected_windows,
-    free_port,
     get_json,
     metric_value,
     produce,
@@ -95,17 +94,14 @@ def test_a_restart_mid_stream_recovers_the_tables_and_writes_exact_rows(
     options = live_options(grace_s=GRACE_S, store=store)
     base = f"http://127.0.0.1:{options.web_port}"
     log = tmp_path / "worker.log"
-    first_port = free_port()
-    metrics = f"http://127.0.0.1:{first_port}/metrics"
 
     def counted(page: str) -> float:
         return metric_value(page, "sidestream_live_events_total")
 
-    first = worker_process(stack_settings, options, metrics_port=first_port, log=log)
+    first, first_base = worker_process(stack_settings, options, log=log)
+    metrics = f"{first_base}/metrics"
     try:
-        assert wait_for(lambda: _ready(f"http://127.0.0.1:{first_port}/readyz"), timeout=60), (
-            log.read_text()[-3000:]
-        )
+        assert wait_for(lambda: _ready(f"{first_base}/readyz"), timeout=60), log.read_text()[-3000:]
         # Phase A, minutes 0-2, all processed.
         phase_a = _phase(range(3), 60)
         produce(stack_settings, _items(live_topics, phase_a))
@@ -122,12 +118,11 @@ def test_a_restart_mid_stream_recovers_the_tables_and_writes_exact_rows(
             first.wait(timeout=10)
     assert seen < len(phase_a) + len(phase_b), "not mid-stream: make phase B larger"
 
-    second_port = free_port()
-    second = worker_process(stack_settings, options, metrics_port=second_port, log=log)
+    second, second_base = worker_process(stack_settings, options, log=log)
     try:
-        assert wait_for(lambda: _ready(f"http://127.0.0.1:{second_port}/readyz"), timeout=60), (
-            log.read_text()[-3000:]
-        )
+        assert wait_for(lambda: _ready(f"{second_base}/readyz"), timeout=60), log.read_text()[
+            -3000:
+        ]
         # The open windows come back from the changelogs and the rest of phase B is added:
         # exactly the counts of A + B (windows of minutes 0-1 may already be final).
         expected = expected_windows(phase_a + phase_b)
@@ -144,7 +139,7 @@ def test_a_restart_mid_stream_recovers_the_tables_and_writes_exact_rows(
         assert wait_for(lambda: snapshot_rows(pg_conn, live_schema) == expected, timeout=60)
         # The second worker went on from the first one's committed offsets: it did not
         # count what the first had counted before the metrics were read.
-        resumed = counted(scrape(f"http://127.0.0.1:{second_port}/metrics"))
+        resumed = counted(scrape(f"{second_base}/metrics"))
         assert resumed <= len(phase_a) + len(phase_b) + len(ticks) - seen
         assert _stop(second, signal.SIGTERM) == 0
     finally:

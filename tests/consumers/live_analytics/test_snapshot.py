@@ -14,7 +14,7 @@ from consumers.live_analytics.metrics import LiveAnalyticsMetrics
 from consumers.retry import Backoff
 from runtime import Settings
 from runtime.clients import postgres_pool
-from tests.consumers.live_analytics.support import T0, free_port, snapshot_rows
+from tests.consumers.live_analytics.support import T0, snapshot_rows
 
 NOON = T0.timestamp()
 
@@ -54,10 +54,10 @@ def test_a_window_written_again_is_overwritten_not_added(
 
 
 def test_an_unreachable_database_is_retried_until_the_worker_stops(
-    stack_settings: Settings,
+    stack_settings: Settings, nowhere_port: int
 ) -> None:
     nowhere = stack_settings.with_overrides(
-        postgres_dsn=f"postgresql://postgres@127.0.0.1:{free_port()}/sidestream"
+        postgres_dsn=f"postgresql://postgres@127.0.0.1:{nowhere_port}/sidestream"
     )
     registry = CollectorRegistry()
     pool = postgres_pool(nowhere, max_size=1, timeout=0.5)

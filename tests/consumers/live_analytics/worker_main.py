@@ -9,11 +9,13 @@ from pathlib import Path
 
 from consumers.live_analytics import LiveAnalyticsOptions, SpikeRule, run_live_analytics
 from runtime import configure_logging, load_settings
+from runtime.ports import announce_ready
 
 
 def main() -> int:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    announce_ready(settings.ready_file)  # the metrics port (0 = any) goes to the parent
     fields = json.loads(sys.argv[1])
     fields["spike"] = SpikeRule(**fields["spike"])
     fields["topics"] = tuple(fields["topics"]) if fields["topics"] else None

@@ -8,26 +8,33 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devtools.chaos.stack import PrivateStack, free_port
+from devtools.chaos.stack import PrivateStack
 from runtime import Settings
+from runtime.ports import refused_port
 
 
 def test_settings_point_at_the_private_servers_and_the_proxy(
     stack_settings: Settings, tmp_path: Path
 ) -> None:
-    advertised = free_port()
-    stack = PrivateStack(stack_settings, name="t", root=tmp_path, kafka_advertised_port=advertised)
-    try:
-        settings = stack.settings
-        assert settings.kafka_bootstrap_servers == f"127.0.0.1:{advertised}"
-        assert settings.postgres_port == stack.postgres.port != stack_settings.postgres_port
-        assert settings.redis_port == stack.redis.port != stack_settings.redis_port
-        command = stack.kafka.command()
-        assert f"tcp://127.0.0.1:{stack.kafka.port}" in command  # listens on its own port
-        flag = command.index("--advertised-listener-url")
-        assert command[flag + 1] == f"tcp://127.0.0.1:{advertised}"  # clients go via the proxy
-    finally:
-        stack.close()
+    with refused_port() as advertised:  # held: nobody else gets it meanwhile
+        stack = PrivateStack(
+            stack_settings, name="t", root=tmp_path, kafka_advertised_port=advertised
+        )
+        try:
+            with pytest.raises(RuntimeError, match="not started"):
+                _ = stack.settings  # the ports are chosen when the servers start
+            stack.start()
+            settings = stack.settings
+            assert settings.kafka_bootstrap_servers == f"127.0.0.1:{advertised}"
+            assert settings.postgres_port == stack.postgres.port != stack_settings.postgres_port
+            assert settings.redis_port == stack.redis.port != stack_settings.redis_port
+            command = stack.kafka.command()
+            assert f"tcp://127.0.0.1:{stack.kafka.port}" in command  # listens on its own port
+            flag = command.index("--advertised-listener-url")
+            assert command[flag + 1] == f"tcp://127.0.0.1:{advertised}"  # clients: via the proxy
+            assert all(server.status().healthy for server in stack.servers)
+        finally:
+            stack.close()
     assert not stack.directory.exists()
 
 

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from runtime import configure_logging, load_settings
+from runtime.ports import announce_ready
 from services.api import ApiConfig, serve
 
 
@@ -27,6 +28,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     settings = load_settings()
     configure_logging("INFO", "json")
+    announce_ready(settings.ready_file)  # PORT 0: the bound port goes to the ready file
     config = ApiConfig(
         schema=args.schema,
         cache_namespace=args.namespace,

@@ -114,6 +114,21 @@ def test_no_cache_entry_is_older_than_the_database_after_quiescence(
         missing = {k: v for k, v in targets.items() if announced_at(k, v) is None}
         raise AssertionError(f"invalidations never announced: {missing}")
 
+    async def l1s_caught_up(
+        apis: list[RunningApi], targets: dict[str, int], timeout: float
+    ) -> None:
+        """Poll until no L1 holds a version older than ``targets``, or ``timeout`` passes
+        (the stale check that follows then names what is left)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not any(
+                (held := api.resources.cache.peek_local(key)) is not None and held.version < version
+                for api in apis
+                for key, version in targets.items()
+            ):
+                return
+            await asyncio.sleep(0.05)
+
     async def writer(apis: list[RunningApi], ids: list[str], until: float) -> None:
         while time.monotonic() < until:
             pid = rng.choice(ids)
@@ -194,7 +209,9 @@ def test_no_cache_entry_is_older_than_the_database_after_quiescence(
                 quiesced = time.monotonic()
                 await wait_announced(final, CATCH_UP_S)
                 caught_up_s = time.monotonic() - quiesced
-                await asyncio.sleep(0.2)  # the L1 subscribers read the same messages
+                # The L1 subscribers read the same messages, a moment later: wait for them
+                # (bounded; the L1 TTL is 60 s, so no expiry can stand in for an eviction).
+                await l1s_caught_up(apis, final, 10.0)
 
                 stale: list[str] = []
                 raw = cache_redis(stack_settings)

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import socket
 import uuid
 from typing import Any
 
@@ -19,12 +18,6 @@ from schemas import EventDeserializer, NotificationRequested
 from services.api import ApiConfig
 from services.ratelimit import RateLimit
 from tests.services.api.conftest import read_messages, running_api
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_429_exactly_at_the_limit_under_concurrency(
@@ -75,11 +68,13 @@ def test_429_exactly_at_the_limit_under_concurrency(
 
 
 def test_503_with_retry_after_when_the_publisher_is_saturated(
-    stack_settings: Settings, api_config: ApiConfig
+    stack_settings: Settings,
+    api_config: ApiConfig,
+    nowhere_port: int,
 ) -> None:
     # A publisher whose broker does not exist: nothing is ever delivered, so its queue
     # (3 messages) fills and stays full.
-    nowhere = stack_settings.with_overrides(kafka_bootstrap_servers=f"127.0.0.1:{closed_port()}")
+    nowhere = stack_settings.with_overrides(kafka_bootstrap_servers=f"127.0.0.1:{nowhere_port}")
     registry = new_registry()
     publisher = AsyncEventPublisher(
         EventPublisher(settings=nowhere, registry=registry, producer="saturated", max_queue=3)
@@ -191,10 +186,12 @@ def test_metrics_use_route_templates_and_ids_travel(
 
 
 def test_readyz_is_503_when_postgres_is_unreachable(
-    stack_settings: Settings, api_config: ApiConfig
+    stack_settings: Settings,
+    api_config: ApiConfig,
+    nowhere_port: int,
 ) -> None:
     down = stack_settings.with_overrides(
-        postgres_dsn=f"postgresql://postgres@127.0.0.1:{closed_port()}/sidestream"
+        postgres_dsn=f"postgresql://postgres@127.0.0.1:{nowhere_port}/sidestream"
     )
     config = dataclasses.replace(api_config, pool_timeout_s=0.5)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,6 @@ TENANT = "outage"
 BASE = f"/v1/tenants/{TENANT}/projects"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def eventually(check: Any, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -53,12 +46,12 @@ def test_requests_succeed_while_redis_is_down_and_nothing_stale_after(
     tmp_path: Path,
     pg_conn: psycopg.Connection[Any],
 ) -> None:
-    server = RedisServer(stack_dir=tmp_path, port=free_port())
+    server = RedisServer(stack_dir=tmp_path, port=0)
+    server.start()  # port 0: any free port, kept when it restarts
     settings = stack_settings.with_overrides(redis_url=f"redis://127.0.0.1:{server.port}/0")
     config = dataclasses.replace(
         api_config, l1_ttl_s=60.0, rate_limit=RateLimit(limit=10_000, window_s=60.0)
     )
-    server.start()
 
     async def entries(keys: list[str], namespace: str) -> list[tuple[Kind, int] | None]:
         client = cache_redis(settings)

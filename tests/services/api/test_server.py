@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,35 @@ import httpx
 import psycopg
 
 from runtime import Settings
+from runtime.ports import ReadyFile
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _eventually(check: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll ``check`` until true or ``timeout`` seconds pass (bounded, no timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _blocked_by(settings: Settings, holder: int) -> bool:
+    """Some backend waits for a lock that backend ``holder`` holds."""
+    with psycopg.connect(settings.postgres_dsn.get_secret_value()) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+            (holder,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def _answers(client: httpx.Client) -> bool:
+    try:
+        client.get("/healthz", timeout=2)
+    except httpx.TransportError:
+        return False
+    return True
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_cleanly(
@@ -31,20 +54,22 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(
     api_schema: str,
     key_prefix: str,
     pg_conn: psycopg.Connection[Any],
+    tmp_path: Path,
 ) -> None:
-    port = free_port()
+    ready_file = ReadyFile(tmp_path, "api")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIDESTREAM_")}
     env.update(
         SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS=stack_settings.kafka_bootstrap_servers,
         SIDESTREAM_POSTGRES_DSN=stack_settings.postgres_dsn.get_secret_value(),
         SIDESTREAM_REDIS_URL=stack_settings.redis_url.get_secret_value(),
         PYTHONPATH=str(Path(__file__).resolve().parents[3]),
+        **ready_file.env(),
     )
     process = subprocess.Popen(
         [
             sys.executable,
             str(Path(__file__).with_name("api_peer.py")),
-            str(port),
+            "0",  # any free port: the API reports the one it bound
             api_schema,
             f"{key_prefix}api",
         ],
@@ -52,8 +77,8 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(
         stderr=subprocess.PIPE,
         text=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = f"http://{ready_file.wait(process, 'api', timeout=60)}"
         with httpx.Client(base_url=url, timeout=10) as client:
             deadline = time.monotonic() + 30
             while True:
@@ -84,15 +109,12 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(
                 )
                 writer = threading.Thread(target=patch)
                 writer.start()
-                time.sleep(0.5)
+                # In flight = its UPDATE waits for our row lock (not "half a second later").
+                holder = pg_conn.info.backend_pid
+                assert _eventually(lambda: _blocked_by(stack_settings, holder))
                 assert "response" not in result
                 process.send_signal(signal.SIGTERM)
-                time.sleep(0.5)
-                try:
-                    refused = client.get("/healthz").status_code
-                except httpx.TransportError:
-                    refused = None
-                assert refused is None  # no longer accepting
+                assert _eventually(lambda: not _answers(client)), "still accepting"
                 assert process.poll() is None  # still serving the PATCH
             writer.join(20)
             assert result["response"].status_code == 200

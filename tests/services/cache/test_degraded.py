@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
+import contextlib
 import time
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from redis.backoff import NoBackoff
 
 from devtools.localstack.redis import RedisServer
 from runtime import Settings, new_registry
+from runtime.ports import refused_port
 from services.cache import (
     L1,
     CacheUnavailableError,
@@ -29,18 +30,16 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+# Bound but never listening, for the whole module: connections are refused, and no other
+# process can take the port meanwhile (a free port picked and closed could be taken).
+_NOWHERE_PORT = contextlib.ExitStack().enter_context(refused_port())
 
 
 def nowhere() -> Redis:
     """A client for a port where nothing listens: connections are refused."""
     return Redis(
         host="127.0.0.1",
-        port=free_port(),
+        port=_NOWHERE_PORT,
         socket_timeout=0.25,
         socket_connect_timeout=0.25,
         retry=Retry(NoBackoff(), 0),
@@ -121,9 +120,9 @@ def test_writes_raise_cache_unavailable_so_the_consumer_retries() -> None:
 def test_reads_survive_a_redis_stop_and_use_it_again_after_a_restart(
     stack_settings: Settings, tmp_path: Path
 ) -> None:
-    server = RedisServer(stack_dir=tmp_path, port=free_port())
+    server = RedisServer(stack_dir=tmp_path, port=0)
+    server.start()  # port 0: any free port, kept when it restarts
     settings = stack_settings.with_overrides(redis_url=f"redis://127.0.0.1:{server.port}/0")
-    server.start()
 
     async def body() -> None:
         client = cache_redis(settings)

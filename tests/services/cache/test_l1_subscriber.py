@@ -147,15 +147,16 @@ def test_a_subscriber_needs_an_l1(stack_settings: Settings) -> None:
 
 
 def test_an_idle_subscription_is_probed_without_flapping(stack_settings: Settings) -> None:
-    # With a 0.2 s probe interval a missing or misread PONG would drop and re-establish
-    # the subscription (flushing the L1) several times in 1.5 s.
+    # With a 1 s probe interval a missing or misread PONG would drop and re-establish
+    # the subscription (flushing the L1) in 4 s. (Not shorter: a PONG may honestly take a
+    # few hundred ms on a busy machine, and would then count as missing.)
     async def body() -> None:
         client = cache_redis(stack_settings)
         try:
             cache = VersionedCache(redis=client, namespace="idle", registry=new_registry(), l1=L1())
-            async with L1Subscriber(cache, ping_interval=0.2) as subscriber:
+            async with L1Subscriber(cache, ping_interval=1.0) as subscriber:
                 assert await subscriber.wait_subscribed(5)
-                await asyncio.sleep(1.5)
+                await asyncio.sleep(4.0)
                 assert subscriber.subscriptions == 1
                 assert subscriber.subscribed
         finally:

@@ -33,6 +33,8 @@ FAST = DeliveryConfig(
     metrics_interval_s=0.5,
     shutdown_deadline_s=5.0,
     circuit_cooldown_s=60.0,
+    # Receivers listen on 127.0.0.1: the development setting lets webhooks reach them.
+    allow_private_targets=True,
 )
 SECRET = FAST.webhook_signing_secret
 

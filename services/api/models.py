@@ -27,7 +27,6 @@ __all__ = [
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=4000)]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_HTTPS_URL = re.compile(r"^https://[^/\s?#]+(?:[/?#]\S*)?$")
 
 
 class ProjectStatus(StrEnum):
@@ -93,20 +92,33 @@ class ProjectPage(BaseModel):
 
 class NotificationCreate(_Strict):
     """A notification to send; delivered at most once per ``dedupe_key`` (or
-    ``Idempotency-Key`` header, or the notification id)."""
+    ``Idempotency-Key`` header, or the notification id). EMAIL needs ``recipient`` (an
+    address); WEBHOOK needs ``endpoint_id`` (a registered webhook endpoint), never a URL.
+    """
 
     channel: NotificationChannel
-    recipient: Annotated[str, StringConstraints(min_length=3, max_length=2000)]
+    recipient: Annotated[str, StringConstraints(min_length=3, max_length=2000)] | None = None
+    endpoint_id: UUID | None = Field(
+        default=None, description="WEBHOOK: id of one of the tenant's webhook endpoints."
+    )
     template: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     params: dict[str, str] = Field(default_factory=dict)
     dedupe_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
     @model_validator(mode="after")
     def _recipient_fits_channel(self) -> Self:
-        if self.channel is NotificationChannel.EMAIL and not _EMAIL.fullmatch(self.recipient):
-            raise ValueError("recipient must be an email address for channel EMAIL")
-        if self.channel is NotificationChannel.WEBHOOK and not _HTTPS_URL.fullmatch(self.recipient):
-            raise ValueError("recipient must be an https:// URL for channel WEBHOOK")
+        if self.channel is NotificationChannel.EMAIL:
+            if self.recipient is None or not _EMAIL.fullmatch(self.recipient):
+                raise ValueError("recipient must be an email address for channel EMAIL")
+            if self.endpoint_id is not None:
+                raise ValueError("endpoint_id is for channel WEBHOOK")
+        if self.channel is NotificationChannel.WEBHOOK and (
+            self.endpoint_id is None or self.recipient is not None
+        ):
+            raise ValueError(
+                "channel WEBHOOK takes endpoint_id (register the URL with POST "
+                "/v1/tenants/{tenant}/webhook-endpoints), not a recipient"
+            )
         return self
 
 

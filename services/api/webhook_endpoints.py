@@ -15,8 +15,6 @@ URL without its query string, and never the secret.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Annotated, Any, Self
 from uuid import UUID
@@ -24,7 +22,6 @@ from uuid import UUID
 import psycopg
 import uuid6
 from fastapi import APIRouter, Query, Response, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from consumers.delivery import (
@@ -131,8 +128,12 @@ class WebhookEndpointCreated(WebhookEndpoint):
 
 
 class WebhookEndpointPage(BaseModel):
+    """Endpoints in id (creation) order."""
+
     items: list[WebhookEndpoint]
-    next_cursor: str | None
+    next_after: UUID | None = Field(
+        description="Pass as `after` for the next page; null on the last page."
+    )
 
 
 class SecretRotation(_Strict):
@@ -168,19 +169,6 @@ async def _vetted(guard: TargetGuard, url: str) -> str:
 def _json(row: EndpointRow, status_code: int = 200, **headers: str) -> Response:
     body = WebhookEndpoint.model_validate(row.document()).model_dump_json()
     return Response(body, status_code=status_code, media_type="application/json", headers=headers)
-
-
-def _encode_cursor(endpoint_id: UUID) -> str:
-    return base64.urlsafe_b64encode(endpoint_id.bytes).rstrip(b"=").decode()
-
-
-def _decode_cursor(cursor: str) -> UUID:
-    try:
-        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        raise RequestValidationError(
-            [{"loc": ("query", "cursor"), "msg": "not a cursor", "type": "value_error"}]
-        ) from None
 
 
 async def _audit(
@@ -248,17 +236,14 @@ async def create_endpoint(body: WebhookEndpointCreate, ctx: WriteContext) -> Res
 async def list_endpoints(
     ctx: ReadContext,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
-    cursor: Annotated[
-        str | None, Query(max_length=64, description="`next_cursor` of the previous page.")
-    ] = None,
+    after: Annotated[UUID | None, Query(description="`next_after` of the previous page.")] = None,
 ) -> Response:
     _config, _guard, store = _delivery(ctx)
-    after = None if cursor is None else _decode_cursor(cursor)
     async with ctx.resources.read_pool.connection() as conn:
         rows = await store.page(conn, ctx.tenant, after=after, limit=limit + 1)
     page = WebhookEndpointPage(
         items=[WebhookEndpoint.model_validate(r.document()) for r in rows[:limit]],
-        next_cursor=_encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
+        next_after=rows[limit - 1].id if len(rows) > limit else None,
     )
     return Response(page.model_dump_json(), media_type="application/json")
 

@@ -91,7 +91,13 @@ def test_the_secret_is_shown_once_stored_sealed_and_rotatable(
             endpoint = created.json()
             assert created.headers["location"] == f"{BASE}/{endpoint['id']}"
             read = (await api.client.get(f"{BASE}/{endpoint['id']}")).json()
-            listed = (await api.client.get(BASE)).json()["items"]
+            second = (await api.client.post(BASE, json={"url": PUBLIC_URL})).json()
+            first_page = (await api.client.get(BASE, params={"limit": 1})).json()
+            assert first_page["next_after"] == endpoint["id"]
+            rest = await api.client.get(BASE, params={"after": first_page["next_after"]})
+            assert [i["id"] for i in rest.json()["items"]] == [second["id"]]
+            assert rest.json()["next_after"] is None
+            listed = first_page["items"]
             rotated = await api.client.post(
                 f"{BASE}/{endpoint['id']}/rotate-secret", json={"previous_secret_valid_s": 60}
             )
@@ -107,7 +113,9 @@ def test_the_secret_is_shown_once_stored_sealed_and_rotatable(
     assert read["event_types"] == ["invoice_paid"]
 
     row = pg_conn.execute(
-        f'SELECT secret_sealed, previous_secret_sealed FROM "{schema}".webhook_endpoints',
+        f'SELECT secret_sealed, previous_secret_sealed FROM "{schema}".webhook_endpoints'
+        " WHERE id = %s",
+        (endpoint["id"],),
     ).fetchone()
     assert row is not None
     sealed, previous = bytes(row[0]), bytes(row[1])
@@ -121,7 +129,7 @@ def test_the_secret_is_shown_once_stored_sealed_and_rotatable(
 
     # Every write is audited, and no audit row carries a secret or the query string.
     rows = outbox_rows(pg_conn, schema)
-    assert [r[0] for r in rows] == ["audit_event", "audit_event"]
+    assert [r[0] for r in rows] == ["audit_event"] * 3  # create, create, rotate
     payloads = pg_conn.execute(f'SELECT value FROM "{schema}".outbox').fetchall()
     for (value,) in payloads:
         assert secret.encode() not in bytes(value)

@@ -204,6 +204,9 @@ class TargetGuard:
         Raises:
             TargetRefusedError: with the reason.
         """
+        if any(ord(c) < 0x21 or c in "\x7f\\" for c in url):
+            # Parsers disagree on spaces, control characters and backslashes in URLs.
+            raise TargetRefusedError(url, "spaces, control characters and \\ are not allowed")
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -250,6 +253,8 @@ class TargetGuard:
                     answers = await self.resolver(host, port)
             except (OSError, TimeoutError) as exc:
                 raise ConnectionError(f"could not resolve {host} ({type(exc).__name__})") from exc
+            except (UnicodeError, ValueError):  # a name the resolver cannot even look up
+                raise TargetRefusedError(shown, "the host name is not valid") from None
         addresses: list[IPAddress] = []
         for answer in answers:
             try:

@@ -22,7 +22,14 @@ from uuid import UUID
 import psycopg
 import uuid6
 from fastapi import APIRouter, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from consumers.delivery import (
     DeliveryConfig,
@@ -67,11 +74,26 @@ class UnprocessableError(ApiError):
 
 
 # --- bodies -------------------------------------------------------------------------------
-Url = Annotated[str, StringConstraints(min_length=8, max_length=2000, pattern=r"^\S+$")]
+def _storable(value: str) -> str:
+    """Refuse what Postgres cannot store in text (NUL, lone surrogates): a 422, not a 500."""
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate?)") from None
+    return value
+
+
+Url = Annotated[
+    str,
+    StringConstraints(min_length=8, max_length=2000, pattern=r"^[!-~]+$"),
+    AfterValidator(_storable),
+]
 EventType = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
-Description = Annotated[str, StringConstraints(max_length=4000)]
+Description = Annotated[str, StringConstraints(max_length=4000), AfterValidator(_storable)]
 
 
 class _Strict(BaseModel):
@@ -82,7 +104,10 @@ class WebhookEndpointCreate(_Strict):
     """A new endpoint (``POST``). ``event_types`` lists the templates it accepts; empty:
     all."""
 
-    url: Url = Field(description="https:// URL (http:// too outside production).")
+    url: Url = Field(
+        description="https:// URL (http:// too outside production), printable ASCII "
+        "(international names in punycode); a private or odd target is a 422."
+    )
     description: Description = ""
     event_types: list[EventType] = Field(default_factory=list, max_length=100)
     enabled: bool = True

@@ -75,6 +75,9 @@ REFUSED = [
     "ftp://public.example.com/",
     "http://user:pw@public.example.com/",
     "http:///nohost",
+    "http://public.example.com\\@127.0.0.1/",
+    "http://public.example.com /",
+    "http://[::1/",
 ]
 
 

@@ -61,6 +61,30 @@ def test_registration_refuses_private_and_odd_targets_with_a_clear_422(
     assert count == (0,)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": "https://93.184.215.14/a\u0000b"},
+        {"url": "https://93.184.215.14/a b"},
+        {"url": "https://bücher.example/"},
+        {"url": "https://93.184.215.14/", "description": "nul \u0000 here"},
+        {"url": "https://93.184.215.14/", "event_types": ["no spaces allowed"]},
+        {"url": "https://93.184.215.14/", "extra": 1},
+        {"url": "https://[::1/"},
+        {"url": "https://93.184.215.14:99999/"},
+        {"url": "https://" + "a" * 70 + ".example/"},
+    ],
+)
+def test_malformed_registrations_are_422_never_500(
+    stack_settings: Settings, api_config: ApiConfig, body: dict[str, Any]
+) -> None:
+    async def call() -> int:
+        async with running_api(stack_settings, api_config) as api:
+            return (await api.client.post(BASE, json=body)).status_code
+
+    assert asyncio.run(call()) == 422
+
+
 def test_https_is_required_in_production(stack_settings: Settings, api_config: ApiConfig) -> None:
     async def body() -> int:
         production = stack_settings.with_overrides(

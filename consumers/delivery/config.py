@@ -152,10 +152,10 @@ class DeliveryConfig:
         return Backoff(base_s=self.backoff_base_s, cap_s=self.backoff_cap_s)
 
     def target_guard(self, *, production: bool, resolver: Resolver | None = None) -> TargetGuard:
-        """The webhook target policy (registration and delivery share it); HTTPS is
-        required in production whatever ``webhook_require_https`` says."""
+        """The webhook target policy (registration and delivery share it); in production
+        HTTPS is required and private targets are refused whatever the settings say."""
         return TargetGuard(
-            allow_private=self.allow_private_targets,
+            allow_private=self.allow_private_targets and not production,
             require_https=self.webhook_require_https or production,
             resolver=resolver or system_resolver,
         )

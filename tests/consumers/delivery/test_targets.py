@@ -256,3 +256,95 @@ def test_redirects_are_not_followed(receiver: Callable[..., WebhookReceiver]) ->
     response = asyncio.run(_post(PinnedTransport(guard), server.url("/redirect")))
     assert response.status_code == 302
     assert len(server.snapshot()) == 1
+
+
+# --- TLS: SNI and certificate checks use the URL's name, the socket the pinned address ---
+def _self_signed(name: str, directory: Any) -> tuple[str, str]:
+    """A certificate for ``name`` (and its key) as PEM files in ``directory``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_https_through_the_pinned_address_keeps_sni_and_verification_on_the_name(
+    tmp_path: Any,
+) -> None:
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    name = "hooks.example.test"
+    cert, key = _self_signed(name, tmp_path)
+    seen: dict[str, Any] = {"sni": [], "host": []}
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    server_context.sni_callback = lambda _sock, sni, _ctx: seen["sni"].append(sni)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen["host"].append(self.headers["Host"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    trust = ssl.create_default_context(cafile=cert)
+    guard = TargetGuard(
+        allow_private=True,
+        resolver=resolver_of({name: [["127.0.0.1"]], "other.example.test": [["127.0.0.1"]]}),
+    )
+    try:
+        ok = asyncio.run(
+            _post(PinnedTransport(guard, ssl_context=trust), f"https://{name}:{port}/hook")
+        )
+        assert ok.status_code == 204
+        assert seen["sni"] == [name]  # SNI is the name, though the socket went to 127.0.0.1
+        assert seen["host"] == [f"{name}:{port}"]
+        # Same address, a name the certificate does not cover: verification fails, so it
+        # is checked against the URL's name and not against the pinned address.
+        with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+            asyncio.run(
+                _post(
+                    PinnedTransport(guard, ssl_context=trust),
+                    f"https://other.example.test:{port}/hook",
+                )
+            )
+    finally:
+        server.shutdown()
+        server.server_close()

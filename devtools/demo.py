@@ -15,12 +15,14 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from consumers import SINKS, group_id_for
-from consumers.delivery import notification_summary
+from consumers.delivery import SignatureError, notification_summary, verify
 from devtools.localstack import LocalStack
 from producers import apply_topics, plan_topics
 from producers.synthetic import Kind, publish_load
@@ -148,9 +150,9 @@ class DemoRun:
             else:
                 worker.metrics_url = f"http://{address}/metrics"
 
-    def start_api(self) -> Worker:
+    def start_api(self, extra_env: dict[str, str] | None = None) -> Worker:
         """The reference API as a process; waits until it answers /readyz."""
-        api = self._spawn("api", ["api", "--port", "0"], {})
+        api = self._spawn("api", ["api", "--port", "0"], dict(extra_env or {}))
         self.wait_started()
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline and api.process.poll() is None:
@@ -217,8 +219,11 @@ class ApiWorkload:
     latencies_ms: list[float] = field(default_factory=list)
 
 
-async def _drive_api(base_url: str, operations: int, progress: Progress) -> ApiWorkload:
-    """Create projects, then a mix of cached reads, updates and notification requests."""
+async def _drive_api(
+    base_url: str, operations: int, progress: Progress, hooks: _HookCatcher
+) -> ApiWorkload:
+    """Create projects and a webhook endpoint per tenant, then a mix of cached reads,
+    updates and notification requests (emails, and webhooks to the tenant's endpoint)."""
     result = ApiWorkload()
     rng = random.Random(42)
     tenants = [f"demo-{name}" for name in ("acme", "globex", "initech", "umbrella", "hooli")]
@@ -251,6 +256,19 @@ async def _drive_api(base_url: str, operations: int, progress: Progress) -> ApiW
                     projects[tenant].append(response.json()["id"])
                     result.writes += 1
 
+        endpoints: dict[str, str] = {}
+        for tenant in tenants:
+            # Webhooks go to registered endpoints; the secret is shown only in this answer.
+            response = await call(
+                "POST",
+                f"/v1/tenants/{tenant}/webhook-endpoints",
+                "setup",
+                json={"url": hooks.url(tenant), "event_types": ["invoice_ready"]},
+            )
+            if response.status_code == 201:
+                endpoints[tenant] = response.json()["id"]
+                hooks.secrets[tenant] = response.json()["secret"]
+
         async def client_loop(number: int, count: int) -> None:
             nonlocal done
             client_id = f"demo-client-{number}"
@@ -276,16 +294,23 @@ async def _drive_api(base_url: str, operations: int, progress: Progress) -> ApiW
                     )
                     result.writes += response.status_code == 200
                 else:
+                    email = {
+                        "channel": "EMAIL",
+                        "recipient": f"ops@{tenant}.example",
+                        "template": "welcome",
+                        "params": {"name": tenant},
+                    }
+                    hook = {
+                        "channel": "WEBHOOK",
+                        "endpoint_id": endpoints.get(tenant),
+                        "template": "invoice_ready",
+                        "params": {"invoice_id": f"inv-{done}", "amount": "42 EUR"},
+                    }
                     response = await call(
                         "POST",
                         f"/v1/tenants/{tenant}/notifications",
                         client_id,
-                        json={
-                            "channel": "EMAIL",
-                            "recipient": f"ops@{tenant}.example",
-                            "template": "welcome",
-                            "params": {"name": tenant},
-                        },
+                        json=hook if roll < 0.975 and tenant in endpoints else email,
                     )
                     result.notifications += response.status_code == 202
                 done += 1
@@ -443,14 +468,20 @@ def run_demo(
         smtp = PortZeroController(mail, hostname="127.0.0.1", port=0)
         smtp.start()
         cleanups.append(smtp.stop)
+        # ...and webhooks to a local receiver: the development setting lets the SSRF guard
+        # allow 127.0.0.1 (never set it in production).
+        hooks = _HookCatcher()
+        cleanups.append(hooks.stop)
+        local_targets = {"SIDESTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS": "true"}
         demo.start_worker(
             "notify",
             {
                 "SIDESTREAM_DELIVERY_SMTP_HOST": "127.0.0.1",
                 "SIDESTREAM_DELIVERY_SMTP_PORT": str(smtp.port),
+                **local_targets,
             },
         )
-        api = demo.start_api()
+        api = demo.start_api(local_targets)
         console.print(
             f"[green]✓[/] started the API ({api.url}) and workers: "
             f"{', '.join(w.name for w in demo.workers if w.name != 'api')}"
@@ -458,7 +489,7 @@ def run_demo(
 
         with Progress(console=console, transient=True) as progress:
             published_at = time.monotonic()
-            workload = asyncio.run(_drive_api(api.url, requests, progress))
+            workload = asyncio.run(_drive_api(api.url, requests, progress, hooks))
             direct = _publish_directly(config, events, poison=POISON_RECORDS, progress=progress)
             expected = {
                 "audit": direct["audit"] + workload.writes,
@@ -497,6 +528,7 @@ def run_demo(
         observed=observed,
         deliveries=deliveries,
         emails=mail.received,
+        webhooks=hooks.verified,
         landed=landed,
         land_seconds=land_seconds,
         total_seconds=time.monotonic() - started,
@@ -505,6 +537,44 @@ def run_demo(
         stack_left_up=keep_stack or was_up,
     )
     return 0 if landed and all(code == 0 for code in exit_codes.values()) else 1
+
+
+class _HookCatcher:
+    """A local webhook receiver that counts requests whose ``Sidestream-Signature``
+    verifies with the secret of the tenant's endpoint (``/hooks/<tenant>``)."""
+
+    def __init__(self) -> None:
+        catcher = self
+        self.secrets: dict[str, str] = {}
+        self.verified = 0
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                secret = catcher.secrets.get(self.path.rsplit("/", 1)[-1], "")
+                try:
+                    verify(secret, self.headers.get("Sidestream-Signature", ""), body)
+                except SignatureError:
+                    self.send_response(401)
+                else:
+                    with lock:
+                        catcher.verified += 1
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def url(self, tenant: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/hooks/{tenant}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 class _MailCatcher:
@@ -574,6 +644,7 @@ def _print_summary(
     observed: Observed,
     deliveries: dict[str, int],
     emails: int,
+    webhooks: int,
     landed: bool,
     land_seconds: float,
     total_seconds: float,
@@ -630,7 +701,8 @@ def _print_summary(
     )
     console.print(
         f"• notifications by status: {by_status} (the notify worker keeps delivering; "
-        f"{emails:,} emails reached the demo's local mail catcher, "
+        f"{emails:,} emails reached the demo's local mail catcher, {webhooks:,} webhooks "
+        "its local receiver (each signature checked with its endpoint's secret), "
         f"{deliveries.get('attempts', 0):,} attempts recorded)"
     )
     console.print(

@@ -101,11 +101,22 @@ class Settings(BaseSettings):
     delivery_smtp_timeout_s: float = Field(default=10.0, gt=0)
     delivery_webhook_signing_secret: SecretStr = Field(
         default=SecretStr("sidestream-local-signing-secret"),
-        description="HMAC-SHA256 key of Sidestream-Signature (must be set in production).",
+        description="HMAC-SHA256 key of Sidestream-Signature for notifications written "
+        "before webhook endpoints (raw URL); endpoints have their own (set in production).",
     )
     delivery_webhook_timeout_s: float = Field(default=10.0, gt=0)
     delivery_webhook_connect_timeout_s: float = Field(default=3.0, gt=0)
     delivery_webhook_require_https: bool = False
+    delivery_allow_private_targets: bool = Field(
+        default=False,
+        description="Let webhooks reach loopback/private/link-local addresses (SSRF guard "
+        "off): local development and tests only; refused in production.",
+    )
+    delivery_endpoint_secrets_key: SecretStr = Field(
+        default=SecretStr("sidestream-local-endpoint-secrets-key"),
+        description="Encrypts webhook endpoints' signing secrets at rest (API and notify "
+        "worker); the local default is refused in production.",
+    )
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_max_age_s: float = Field(default=86400.0, gt=0)
     delivery_backoff_base_s: float = Field(default=1.0, gt=0)

@@ -190,16 +190,18 @@ class NotificationRequested(Event):
 
     SUBJECT: ClassVar[str] = "notification_requested"
     KIND: ClassVar[str] = "notification"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     notification_id: str
     """UUID string, stable across retries of the same request."""
     channel: NotificationChannel
     recipient: str
-    """An email address for EMAIL, an https URL for WEBHOOK."""
+    """An email address for EMAIL; for WEBHOOK the endpoint id (v1 records: a URL)."""
     template: str
     params: dict[str, str] = field(default_factory=dict)
     dedupe_key: str | None = None
+    endpoint_id: str | None = None
+    """WEBHOOK: UUID string of the tenant's registered endpoint (v2; ``None`` in v1)."""
 
     @property
     def effective_dedupe_key(self) -> str:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumers.delivery.endpoints import LOCAL_ENDPOINT_SECRETS_KEY, SecretBox
+from consumers.delivery.targets import Resolver, TargetGuard, system_resolver
 from consumers.retry import Backoff
 from runtime import Settings
 
@@ -43,7 +45,13 @@ class DeliveryConfig:
     """Whole request, connect to last byte of the response."""
     webhook_connect_timeout_s: float = 3.0
     webhook_require_https: bool = False
-    """Refuse plain-HTTP URLs (a permanent failure); turn on in production."""
+    """Refuse plain-HTTP URLs (a permanent failure); always on in the production profile."""
+    allow_private_targets: bool = False
+    """Let webhooks reach loopback, private, link-local, ... addresses (the SSRF guard of
+    :mod:`consumers.delivery.targets` off): local development and tests only."""
+    endpoint_secrets_key: str = field(default=LOCAL_ENDPOINT_SECRETS_KEY, repr=False)
+    """Encrypts endpoints' signing secrets at rest
+    (:class:`~consumers.delivery.endpoints.SecretBox`); API and notify worker share it."""
 
     # --- retries -------------------------------------------------------------------------
     max_attempts: int = 8
@@ -136,10 +144,25 @@ class DeliveryConfig:
             )
         if not self.webhook_signing_secret:
             raise ValueError("webhook_signing_secret must not be empty")
+        if len(self.endpoint_secrets_key) < 16:
+            raise ValueError("endpoint_secrets_key must be at least 16 characters")
 
     @property
     def backoff(self) -> Backoff:
         return Backoff(base_s=self.backoff_base_s, cap_s=self.backoff_cap_s)
+
+    def target_guard(self, *, production: bool, resolver: Resolver | None = None) -> TargetGuard:
+        """The webhook target policy (registration and delivery share it); in production
+        HTTPS is required and private targets are refused whatever the settings say."""
+        return TargetGuard(
+            allow_private=self.allow_private_targets and not production,
+            require_https=self.webhook_require_https or production,
+            resolver=resolver or system_resolver,
+        )
+
+    def secret_box(self) -> SecretBox:
+        """Seals and opens endpoint signing secrets with ``endpoint_secrets_key``."""
+        return SecretBox(self.endpoint_secrets_key)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> DeliveryConfig:

@@ -47,7 +47,7 @@ class AttemptResult:
     status_code: int | None = None
     """HTTP status, or SMTP reply code."""
     reply: str | None = None
-    """SMTP reply text, or the start of the HTTP response body."""
+    """SMTP reply text (webhook reply bodies are never kept: only the status code)."""
     error_class: str | None = None
     """Short, stable category: ``timeout``, ``connect``, ``http_5xx``, ``smtp_4xx``, …"""
     error: str | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 
 from consumers.delivery.errors import SignatureError
 
@@ -26,8 +27,16 @@ def signature(secret: str, body: bytes, timestamp: int) -> str:
 
 def sign(secret: str, body: bytes, *, timestamp: int | None = None) -> str:
     """The ``Sidestream-Signature`` header value for ``body`` (timestamp: now)."""
+    return sign_all([secret], body, timestamp=timestamp)
+
+
+def sign_all(secrets: Sequence[str], body: bytes, *, timestamp: int | None = None) -> str:
+    """The header with one ``v1`` per secret (current first): during a rotation the
+    receiver's old and new secret both verify."""
+    if not secrets:
+        raise ValueError("at least one signing secret is needed")
     t = int(time.time()) if timestamp is None else timestamp
-    return f"t={t},v1={signature(secret, body, t)}"
+    return ",".join([f"t={t}", *(f"v1={signature(s, body, t)}" for s in secrets)])
 
 
 def verify(

@@ -78,7 +78,7 @@ claimed AS (
       FROM due
      WHERE n.notification_id = due.notification_id
  RETURNING n.notification_id, n.event_id, n.tenant_id, n.channel, n.recipient, n.template,
-           n.params, n.requested_at, n.created_at, n.destination, n.attempts,
+           n.params, n.requested_at, n.created_at, n.destination, n.attempts, n.endpoint_id,
            n.attempts - n.budget_attempts_base AS budget_attempt,
            extract(epoch FROM now() - coalesce(n.budget_started_at, n.created_at))::float8
                AS age_s,
@@ -96,11 +96,17 @@ abandoned AS (
      WHERE was_status = 'sending' AND was_attempts >= 1
         ON CONFLICT (notification_id, attempt) DO NOTHING
 )
-SELECT notification_id, event_id, tenant_id, channel, recipient, template, params,
-       requested_at, created_at, destination, attempts, budget_attempt, age_s,
-       was_status = 'sending' AS reclaimed
-  FROM claimed
- ORDER BY notification_id
+SELECT c.notification_id, c.event_id, c.tenant_id, c.channel, c.recipient, c.template,
+       c.params, c.requested_at, c.created_at, c.destination, c.attempts, c.budget_attempt,
+       c.age_s, c.was_status = 'sending' AS reclaimed, c.endpoint_id,
+       e.id IS NOT NULL AS endpoint_found, e.url AS endpoint_url,
+       e.enabled AS endpoint_enabled, e.secret_sealed,
+       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret_sealed END
+           AS previous_secret_sealed
+  FROM claimed AS c
+  -- The tenant is part of the join: a notification can only use its own tenant's endpoint.
+  LEFT JOIN webhook_endpoints AS e ON e.tenant_id = c.tenant_id AND e.id = c.endpoint_id
+ ORDER BY c.notification_id
 """
 
 # A real outcome replaces an 'abandoned' placeholder (a worker whose lease expired
@@ -164,9 +170,10 @@ UPDATE notifications
 _CHECK_SCHEMA = """
 SELECT to_regclass(format('%%I.notifications', %(schema)s::text)) IS NOT NULL,
        to_regclass(format('%%I.notification_attempts', %(schema)s::text)) IS NOT NULL,
+       to_regclass(format('%%I.webhook_endpoints', %(schema)s::text)) IS NOT NULL,
        EXISTS (SELECT 1 FROM information_schema.columns
                 WHERE table_schema = %(schema)s::text AND table_name = 'notifications'
-                  AND column_name = 'destination')
+                  AND column_name = 'endpoint_id')
 """
 
 _OLDEST_UNDELIVERED = """
@@ -206,7 +213,8 @@ class Notification:
     channel: str
     """``EMAIL`` or ``WEBHOOK``."""
     recipient: str
-    """An email address, or the webhook URL."""
+    """An email address; for a webhook, the endpoint id (or, in rows written before
+    endpoints existed, the URL itself)."""
     template: str
     params: Mapping[str, str]
     requested_at: datetime
@@ -224,10 +232,26 @@ class Notification:
     before the claim query)."""
     reclaimed: bool = False
     """Claimed after another worker's lease expired (its attempt is ``abandoned``)."""
+    endpoint: EndpointTarget | None = None
+    """The webhook endpoint as it is now (``None`` for email and for old raw-URL rows)."""
 
     @property
     def idempotency_key(self) -> str:
         return str(self.notification_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointTarget:
+    """What a webhook notification's endpoint says at claim time."""
+
+    endpoint_id: uuid.UUID
+    found: bool
+    """False: the endpoint was deleted (or never existed in this tenant)."""
+    url: str | None
+    enabled: bool
+    sealed_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    """The current secret, then the previous one while its grace period lasts; sealed
+    (:class:`consumers.delivery.endpoints.SecretBox`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +322,9 @@ class NotificationStore:
             found = await cur.fetchone()
         if found is None or not all(found):
             raise SchemaNotReadyError(
-                self._schema, "no notifications/notification_attempts tables of migration 0006"
+                self._schema,
+                "no notifications/notification_attempts/webhook_endpoints tables of "
+                "migrations 0006 and 0009",
             )
 
     async def claim(self, *, limit: int, exclude: Sequence[str] = ()) -> list[Notification]:
@@ -337,6 +363,7 @@ class NotificationStore:
                 age_s=float(row["age_s"]),
                 lease_deadline=deadline,
                 reclaimed=bool(row["reclaimed"]),
+                endpoint=_endpoint(row),
             )
             for row in rows
         ]
@@ -437,6 +464,19 @@ class NotificationStore:
             "error_class": result.error_class,
             "error": result.error,
         }
+
+
+def _endpoint(row: Mapping[str, Any]) -> EndpointTarget | None:
+    if row["endpoint_id"] is None:
+        return None
+    sealed = (row["secret_sealed"], row["previous_secret_sealed"])
+    return EndpointTarget(
+        endpoint_id=row["endpoint_id"],
+        found=bool(row["endpoint_found"]),
+        url=row["endpoint_url"],
+        enabled=bool(row["endpoint_enabled"]),
+        sealed_secrets=tuple(bytes(s) for s in sealed if s is not None),
+    )
 
 
 def _text(value: Any) -> str:

@@ -51,6 +51,7 @@ from consumers.delivery.channel import Channel
 from consumers.delivery.circuit import CircuitBreakers, HostLimiter
 from consumers.delivery.config import LOCAL_SIGNING_SECRET, DeliveryConfig
 from consumers.delivery.dead_letters import NotificationDeadLetters
+from consumers.delivery.endpoints import LOCAL_ENDPOINT_SECRETS_KEY
 from consumers.delivery.errors import DeadLetterFlushError
 from consumers.delivery.metrics import DeliveryMetrics
 from consumers.delivery.policy import (
@@ -63,6 +64,7 @@ from consumers.delivery.policy import (
 )
 from consumers.delivery.smtp import EmailChannel, SmtpOptions
 from consumers.delivery.store import Notification, NotificationStore
+from consumers.delivery.targets import Resolver, TargetGuard
 from consumers.delivery.templates import TemplateRegistry, default_templates
 from consumers.delivery.webhook import WebhookChannel, new_http_client
 from consumers.retry import Backoff, is_transient
@@ -532,9 +534,14 @@ def _raise_if_failed(helpers: list[asyncio.Task[None]]) -> None:
 
 
 def build_channels(
-    config: DeliveryConfig, *, http: httpx.AsyncClient, templates: TemplateRegistry
+    config: DeliveryConfig,
+    *,
+    http: httpx.AsyncClient,
+    templates: TemplateRegistry,
+    guard: TargetGuard,
 ) -> dict[str, Channel]:
-    """The email and webhook channels configured by ``config``."""
+    """The email and webhook channels configured by ``config``; ``http`` should be
+    built with the same ``guard`` (:func:`~consumers.delivery.webhook.new_http_client`)."""
     smtp = SmtpOptions(
         host=config.smtp_host,
         port=config.smtp_port,
@@ -550,8 +557,9 @@ def build_channels(
         "WEBHOOK": WebhookChannel(
             client=http,
             signing_secret=config.webhook_signing_secret,
+            secret_box=config.secret_box(),
+            guard=guard,
             timeout_s=config.webhook_timeout_s,
-            require_https=config.webhook_require_https,
         ),
     }
 
@@ -568,6 +576,7 @@ def run_notify_worker(
     worker_id: str | None = None,
     install_signal_handlers: bool = False,
     serve_metrics: bool = True,
+    resolver: Resolver | None = None,
 ) -> ExitStatus:
     """Run one delivery worker (``sidestream worker run notify``) until ``stop`` is set.
 
@@ -575,17 +584,30 @@ def run_notify_worker(
     :meth:`DeliveryConfig.from_settings`; ``templates`` to the built-in ones;
     ``dead_letter_topic`` to ``sidestream.notifications.dlq``. With ``serve_metrics``
     it serves ``/metrics``, ``/healthz`` and ``/readyz`` on the settings' metrics address.
+    ``resolver`` replaces the system resolver of the webhook SSRF guard (tests).
     """
     if config is None:
         try:
             config = DeliveryConfig.from_settings(settings)
         except ValueError as exc:
             raise ConfigError(f"invalid SIDESTREAM_DELIVERY_* settings: {exc}") from exc
-    if settings.profile == "production" and config.webhook_signing_secret == LOCAL_SIGNING_SECRET:
+    production = settings.profile == "production"
+    if production and config.webhook_signing_secret == LOCAL_SIGNING_SECRET:
         raise ConfigError(
             "the webhook signing secret is the local default; set "
             "SIDESTREAM_DELIVERY_WEBHOOK_SIGNING_SECRET in production"
         )
+    if production and config.endpoint_secrets_key == LOCAL_ENDPOINT_SECRETS_KEY:
+        raise ConfigError(
+            "the endpoint secrets key is the local default; set "
+            "SIDESTREAM_DELIVERY_ENDPOINT_SECRETS_KEY (the API's value) in production"
+        )
+    if production and config.allow_private_targets:
+        raise ConfigError(
+            "SIDESTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS turns the webhook SSRF guard off; "
+            "it is for local development only: unset it in production"
+        )
+    guard = config.target_guard(production=production, resolver=resolver)
     schema = schema or settings.postgres_schema
     me = worker_id or delivery_worker_id()
     if install_signal_handlers:
@@ -627,6 +649,7 @@ def run_notify_worker(
         # wait=False: the worker starts while the database is down and retries.
         await pool.open(wait=False)
         http = new_http_client(
+            guard=guard,
             timeout_s=config.webhook_timeout_s,
             connect_timeout_s=config.webhook_connect_timeout_s,
             max_connections=config.max_in_flight,
@@ -638,7 +661,7 @@ def run_notify_worker(
                     pool=pool, worker_id=me, lease_s=config.lease_s, schema=schema
                 ),
                 channels=build_channels(
-                    config, http=http, templates=templates or default_templates()
+                    config, http=http, templates=templates or default_templates(), guard=guard
                 ),
                 metrics=metrics,
                 dead_letters=NotificationDeadLetters(

@@ -141,6 +141,7 @@ CONTRACTS: tuple[SinkContract, ...] = (
             "template": Column("template"),
             "params": JsonColumn("params"),
             "dedupe_key": Column("dedupe_key"),
+            "endpoint_id": Column("endpoint_id"),
         },
     ),
 )

@@ -25,6 +25,7 @@ NOTIFICATIONS_TABLE = Table(
         ("params", "jsonb"),
         ("dedupe_key", "text"),
         ("requested_at", "timestamptz"),
+        ("endpoint_id", "uuid"),
     ),
 )
 
@@ -55,6 +56,7 @@ class NotificationsSink:
                     Jsonb(event.params),
                     event.dedupe_key,
                     event.occurred_at,
+                    None if event.endpoint_id is None else uuid.UUID(event.endpoint_id),
                 )
             )
         inserted = insert_new_rows(tx, NOTIFICATIONS_TABLE, rows)

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from producers import AsyncEventPublisher
 from runtime import Settings
-from services.api import notifications, projects
+from services.api import link_hosts, notifications, projects, webhook_endpoints
 from services.api.config import ApiConfig
 from services.api.errors import install_error_handlers
 from services.api.metrics import ApiMetrics
@@ -83,6 +83,8 @@ def create_app(
     install_error_handlers(app)
     app.include_router(projects.router)
     app.include_router(notifications.router)
+    app.include_router(webhook_endpoints.router)
+    app.include_router(link_hosts.router)
     app.include_router(ops_router(registry))
     app.add_middleware(
         RequestMiddleware, metrics=ApiMetrics.for_registry(registry), access_log=config.access_log

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from schemas import NotificationChannel
 
 __all__ = [
+    "EmailNotification",
     "NotificationAccepted",
     "NotificationCreate",
     "Problem",
@@ -22,12 +23,12 @@ __all__ = [
     "ProjectPatch",
     "ProjectReplace",
     "ProjectStatus",
+    "WebhookNotification",
 ]
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=4000)]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_HTTPS_URL = re.compile(r"^https://[^/\s?#]+(?:[/?#]\S*)?$")
 
 
 class ProjectStatus(StrEnum):
@@ -91,23 +92,35 @@ class ProjectPage(BaseModel):
     )
 
 
-class NotificationCreate(_Strict):
-    """A notification to send; delivered at most once per ``dedupe_key`` (or
-    ``Idempotency-Key`` header, or the notification id)."""
-
-    channel: NotificationChannel
-    recipient: Annotated[str, StringConstraints(min_length=3, max_length=2000)]
+class _NotificationBase(_Strict):
     template: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     params: dict[str, str] = Field(default_factory=dict)
     dedupe_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
-    @model_validator(mode="after")
-    def _recipient_fits_channel(self) -> Self:
-        if self.channel is NotificationChannel.EMAIL and not _EMAIL.fullmatch(self.recipient):
-            raise ValueError("recipient must be an email address for channel EMAIL")
-        if self.channel is NotificationChannel.WEBHOOK and not _HTTPS_URL.fullmatch(self.recipient):
-            raise ValueError("recipient must be an https:// URL for channel WEBHOOK")
-        return self
+
+class EmailNotification(_NotificationBase):
+    """An email to ``recipient``; links in ``params`` must point to the tenant's link
+    hosts (``/v1/tenants/{tenant}/link-hosts``)."""
+
+    channel: Literal[NotificationChannel.EMAIL]
+    recipient: Annotated[
+        str, StringConstraints(min_length=3, max_length=2000, pattern=_EMAIL.pattern)
+    ]
+
+
+class WebhookNotification(_NotificationBase):
+    """A signed POST to one of the tenant's registered webhook endpoints (never a raw
+    URL: register it with ``POST /v1/tenants/{tenant}/webhook-endpoints``)."""
+
+    channel: Literal[NotificationChannel.WEBHOOK]
+    endpoint_id: UUID = Field(description="Id of one of the tenant's webhook endpoints.")
+
+
+#: A notification to send (by ``channel``); delivered at most once per ``dedupe_key``
+#: (or ``Idempotency-Key`` header, or the notification id).
+NotificationCreate = Annotated[
+    EmailNotification | WebhookNotification, Field(discriminator="channel")
+]
 
 
 class NotificationAccepted(BaseModel):

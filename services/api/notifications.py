@@ -18,7 +18,9 @@ from fastapi import APIRouter, Header, status
 from schemas import NotificationRequested
 from services.api.deps import Context
 from services.api.errors import error_responses
-from services.api.models import NotificationAccepted, NotificationCreate
+from services.api.link_hosts import check_links
+from services.api.models import NotificationAccepted, NotificationCreate, WebhookNotification
+from services.api.webhook_endpoints import endpoint_for_notification
 
 __all__ = ["router"]
 
@@ -50,6 +52,13 @@ async def request_notification(
     ] = None,
 ) -> NotificationAccepted:
     resources, tenant, caller = ctx.resources, ctx.tenant, ctx.caller
+    # 422 for an unusable endpoint, or an email linking outside the tenant's link hosts.
+    if isinstance(body, WebhookNotification):
+        await endpoint_for_notification(ctx, body.endpoint_id, body.template)
+        recipient, endpoint_id = str(body.endpoint_id), str(body.endpoint_id)
+    else:
+        await check_links(ctx, body.params)
+        recipient, endpoint_id = body.recipient, None
     if idempotency_key:
         notification_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{tenant}/{idempotency_key}")
     else:
@@ -59,7 +68,8 @@ async def request_notification(
         producer=resources.config.producer,
         notification_id=str(notification_id),
         channel=body.channel,
-        recipient=body.recipient,
+        recipient=recipient,
+        endpoint_id=endpoint_id,
         template=body.template,
         params=body.params,
         dedupe_key=body.dedupe_key or idempotency_key,

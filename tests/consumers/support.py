@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,17 @@ def analytics_event(i: int, **overrides: Any) -> AnalyticsEvent:
 def notification_event(i: int) -> NotificationRequested:
     import uuid6
 
+    if i % 3 == 0:  # every third one a webhook to a (made-up) registered endpoint
+        endpoint = str(uuid.uuid5(uuid.NAMESPACE_URL, f"endpoint-{i % 7}"))
+        return NotificationRequested.new(
+            tenant_id=f"tenant-{i % 4}",
+            producer="tests",
+            notification_id=str(uuid6.uuid7()),
+            channel=NotificationChannel.WEBHOOK,
+            recipient=endpoint,
+            endpoint_id=endpoint,
+            template="invoice_paid",
+        )
     return NotificationRequested.new(
         tenant_id=f"tenant-{i % 4}",
         producer="tests",

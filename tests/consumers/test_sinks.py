@@ -61,6 +61,14 @@ def test_three_sinks_land_every_event_exactly_once(
         f'SELECT count(DISTINCT event_id) FROM "{sink_schema}".audit_events'
     ).fetchone()
     assert distinct == (per_sink["audit"],)
+    # Webhook requests name their endpoint; circuits and caps then go per endpoint.
+    webhooks = pg_conn.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE destination = 'endpoint:' || endpoint_id)"
+        f' FROM "{sink_schema}".notifications WHERE channel = %s',
+        ("WEBHOOK",),
+    ).fetchone()
+    expected = len(range(0, per_sink["notifications"], 3))
+    assert webhooks == (expected, expected)
     hourly = pg_conn.execute(f'SELECT sum(events) FROM "{sink_schema}".analytics_hourly').fetchone()
     assert hourly == (per_sink["analytics"],)
     pending = pg_conn.execute(

@@ -684,3 +684,32 @@ def test_double_is_little_endian_ieee754() -> None:
 
 def test_every_event_type_has_a_sample() -> None:
     assert {type(e) for e in _samples()} == set(EVENT_TYPES.values())
+
+
+def test_v1_notification_requests_with_a_webhook_url_still_decode() -> None:
+    """Records written before webhook endpoints: a raw URL in `recipient`, no endpoint."""
+    v1 = default_catalog().versions("notification_requested")[0]
+    assert v1.version == 1
+    record = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "notification_requested",
+        "tenant_id": "tenant-1",
+        "occurred_at": datetime(2026, 11, 1, 8, 0, tzinfo=UTC),
+        "producer": "old-api",
+        "schema_version": 1,
+        "notification_id": str(uuid.uuid4()),
+        "channel": "WEBHOOK",
+        "recipient": "https://hooks.example.com/in",
+        "template": "invoice_paid",
+        "params": {"invoice": "7"},
+        "dedupe_key": None,
+    }
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(dict(v1.schema)), record)
+    value = b"\xc3\x01" + v1.fingerprint + buffer.getvalue()
+
+    event = EventDeserializer().deserialize(value, TOPIC)
+
+    assert isinstance(event, NotificationRequested)
+    assert (event.schema_version, event.endpoint_id) == (1, None)
+    assert event.recipient == "https://hooks.example.com/in"

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumers import CONSUMER_MIGRATIONS
-from consumers.delivery import DeliveryConfig, run_notify_worker
+from consumers.delivery import DeliveryConfig, Resolver, run_notify_worker
 from consumers.runtime import ExitStatus
 from runtime import Settings
 from runtime.clients import postgres_connect
@@ -33,6 +33,8 @@ FAST = DeliveryConfig(
     metrics_interval_s=0.5,
     shutdown_deadline_s=5.0,
     circuit_cooldown_s=60.0,
+    # Receivers listen on 127.0.0.1: the development setting lets webhooks reach them.
+    allow_private_targets=True,
 )
 SECRET = FAST.webhook_signing_secret
 
@@ -96,8 +98,10 @@ class WorkerThread:
         config: DeliveryConfig,
         dead_letter_topic: str,
         worker_id: str,
+        resolver: Resolver | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
+        self._resolver = resolver
         self.stop_event = threading.Event()
         self.status: ExitStatus | None = None
         self.error: BaseException | None = None
@@ -117,6 +121,7 @@ class WorkerThread:
                 dead_letter_topic=topic,
                 worker_id=self.worker_id,
                 serve_metrics=False,
+                resolver=self._resolver,
             )
         except BaseException as exc:
             self.error = exc
@@ -144,17 +149,20 @@ StartWorker = Callable[..., WorkerThread]
 def start_worker(
     stack_settings: Settings, delivery_schema: str, dlq_topic: str, unique: Callable[[str], str]
 ) -> Iterator[StartWorker]:
-    """``start_worker(config=FAST, **changes)``: a delivery worker on a thread, stopped
-    after the test (its failure, if any, fails the test)."""
+    """``start_worker(config=FAST, resolver=None, **changes)``: a delivery worker on a
+    thread, stopped after the test (its failure, if any, fails the test)."""
     started: list[WorkerThread] = []
 
-    def start(config: DeliveryConfig = FAST, **changes: Any) -> WorkerThread:
+    def start(
+        config: DeliveryConfig = FAST, resolver: Resolver | None = None, **changes: Any
+    ) -> WorkerThread:
         worker = WorkerThread(
             stack_settings,
             schema=delivery_schema,
             config=config.replace(**changes) if changes else config,
             dead_letter_topic=dlq_topic,
             worker_id=unique("w") + f"-{len(started)}",
+            resolver=resolver,
         ).start()
         started.append(worker)
         return worker

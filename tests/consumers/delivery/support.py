@@ -21,6 +21,8 @@ import psycopg
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from psycopg.types.json import Jsonb
 
+from consumers.delivery import SecretBox
+from consumers.delivery.endpoints import LOCAL_ENDPOINT_SECRETS_KEY
 from devtools.demo import PortZeroController
 
 
@@ -229,29 +231,65 @@ class SmtpSink:
 
 
 # --- the notifications table ----------------------------------------------------------
+#: The signing secret of endpoints registered by :func:`register_endpoint`.
+ENDPOINT_SECRET = "whsec_test-endpoint-secret"
+
+
+def register_endpoint(
+    conn: psycopg.Connection[Any],
+    url: str,
+    *,
+    tenant: str = "tenant-1",
+    secret: str = ENDPOINT_SECRET,
+    enabled: bool = True,
+    key: str = LOCAL_ENDPOINT_SECRETS_KEY,
+) -> uuid.UUID:
+    """A webhook endpoint row, written directly (no URL vetting: delivery must refuse
+    what registration would have), its secret sealed with ``key``."""
+    endpoint_id = uuid.uuid4()
+    sealed = SecretBox(key).seal(secret, tenant=tenant, endpoint_id=endpoint_id)
+    conn.execute(
+        "INSERT INTO webhook_endpoints (tenant_id, id, url, enabled, secret_sealed)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (tenant, endpoint_id, url, enabled, sealed),
+    )
+    return endpoint_id
+
+
 def insert_notifications(
     conn: psycopg.Connection[Any],
     rows: Iterable[dict[str, Any]],
 ) -> list[uuid.UUID]:
-    """Insert notifications (``channel``, ``recipient`` and optional ``template``,
-    ``params``, ``delay_s`` before due) and wake the workers; returns their ids."""
+    """Insert notifications (``channel``, ``recipient`` — or, for a webhook, ``url`` (an
+    endpoint is registered per tenant and URL) or ``endpoint_id`` — and optional
+    ``template``, ``params``, ``delay_s`` before due) and wake the workers; returns their
+    ids."""
     ids = []
+    endpoints: dict[tuple[str, str], uuid.UUID] = {}
     with conn.transaction():
         for row in rows:
             notification_id = row.get("notification_id") or uuid.uuid4()
+            tenant = row.get("tenant_id", "tenant-1")
+            endpoint_id = row.get("endpoint_id")
+            if "url" in row:
+                key = (tenant, row["url"])
+                if key not in endpoints:
+                    endpoints[key] = register_endpoint(conn, row["url"], tenant=tenant)
+                endpoint_id = endpoints[key]
             conn.execute(
                 """
                 INSERT INTO notifications (notification_id, event_id, tenant_id, channel,
-                    recipient, template, params, requested_at, next_attempt_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, now(),
+                    recipient, endpoint_id, template, params, requested_at, next_attempt_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now(),
                         now() + make_interval(secs => %s))
                 """,
                 (
                     notification_id,
                     uuid.uuid4(),
-                    row.get("tenant_id", "tenant-1"),
+                    tenant,
                     row["channel"],
-                    row["recipient"],
+                    row.get("recipient") or str(endpoint_id),
+                    endpoint_id,
                     row.get("template", "welcome"),
                     Jsonb(row.get("params", {})),
                     float(row.get("delay_s", 0.0)),
@@ -263,7 +301,21 @@ def insert_notifications(
 
 
 def webhook(url: str, **extra: Any) -> dict[str, Any]:
+    """A webhook notification to an endpoint registered for ``url``."""
+    return {"channel": "WEBHOOK", "url": url, **extra}
+
+
+def legacy_webhook(url: str, **extra: Any) -> dict[str, Any]:
+    """A row as written before endpoints existed: the raw URL in ``recipient``."""
     return {"channel": "WEBHOOK", "recipient": url, **extra}
+
+
+def destinations(conn: psycopg.Connection[Any], ids: Iterable[uuid.UUID]) -> set[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT destination FROM notifications WHERE notification_id = ANY(%s)",
+        (list(ids),),
+    ).fetchall()
+    return {str(r[0]) for r in rows}
 
 
 def email(address: str, **extra: Any) -> dict[str, Any]:

@@ -62,3 +62,39 @@ def test_production_refuses_the_local_signing_secret() -> None:
 
     with pytest.raises(ConfigError, match="SIGNING_SECRET"):
         run_notify_worker(Settings(profile="production"), stop=threading.Event())
+
+
+def test_production_guard_requires_https_and_refuses_private_targets() -> None:
+    config = DeliveryConfig(allow_private_targets=True, webhook_require_https=False)
+    local, production = config.target_guard(production=False), config.target_guard(production=True)
+    assert (local.allow_private, local.require_https) == (True, False)
+    assert (production.allow_private, production.require_https) == (False, True)
+
+
+def test_production_refuses_the_development_target_setting() -> None:
+    import threading
+
+    from consumers.delivery import run_notify_worker
+    from runtime import ConfigError
+
+    settings = Settings(
+        profile="production",
+        delivery_webhook_signing_secret="a-real-signing-secret-0123456789",
+        delivery_endpoint_secrets_key="a-real-endpoint-key-0123456789",
+        delivery_allow_private_targets=True,
+    )
+    with pytest.raises(ConfigError, match="ALLOW_PRIVATE_TARGETS"):
+        run_notify_worker(settings, stop=threading.Event())
+
+
+def test_production_refuses_the_local_endpoint_secrets_key() -> None:
+    import threading
+
+    from consumers.delivery import run_notify_worker
+    from runtime import ConfigError
+
+    settings = Settings(
+        profile="production", delivery_webhook_signing_secret="a-real-signing-secret-0123456789"
+    )
+    with pytest.raises(ConfigError, match="ENDPOINT_SECRETS_KEY"):
+        run_notify_worker(settings, stop=threading.Event())

@@ -65,6 +65,7 @@ def _worker_process(
         "max_in_flight": 16,
         "backoff_base_s": 0.05,
         "poll_interval_s": 0.5,
+        "allow_private_targets": True,  # the receiver listens on 127.0.0.1
     }
     command = [
         sys.executable,

@@ -12,15 +12,18 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumers.delivery import SchemaNotReadyError, run_notify_worker, verify
+from consumers.delivery import SchemaNotReadyError, SignatureError, run_notify_worker, verify
+from consumers.delivery.webhook import NETWORK_ERROR
 from consumers.runtime import ExitStatus
 from runtime import Settings
 from tests.consumers.delivery.conftest import SECRET, StartWorker
 from tests.consumers.delivery.support import (
+    ENDPOINT_SECRET,
     Reply,
     WebhookReceiver,
     all_in,
     attempts_of,
+    destinations,
     insert_notifications,
     row_of,
     status_of,
@@ -47,7 +50,9 @@ def test_success_posts_a_signed_body_with_an_idempotency_key(
     assert request.key == str(nid)
     assert request.headers["content-type"] == "application/json"
     assert request.headers["sidestream-attempt"] == "1"
-    verify(SECRET, request.headers["sidestream-signature"], request.body)
+    verify(ENDPOINT_SECRET, request.headers["sidestream-signature"], request.body)
+    with pytest.raises(SignatureError):  # signed with the endpoint's secret only
+        verify(SECRET, request.headers["sidestream-signature"], request.body)
     body = request.json()
     assert body["notification_id"] == str(nid)
     assert body["template"] == "invoice_paid"
@@ -63,7 +68,8 @@ def test_success_posts_a_signed_body_with_an_idempotency_key(
         worker.worker_id,
     )
     assert attempt["latency_ms"] is not None
-    assert attempt["destination"] == server.destination
+    assert attempt["destination"] == f"endpoint:{row['endpoint_id']}"
+    assert attempt["reply"] is None  # the reply body is never stored
     assert worker.metric("sidestream_delivery_sent_total", channel="webhook") == 1
 
 
@@ -155,7 +161,7 @@ def test_a_hanging_endpoint_times_out_and_exhausts_its_attempts(
     row = row_of(db, nid)
     assert (row["status"], row["failure_reason"], row["attempts"]) == ("failed", "exhausted", 2)
     attempts = attempts_of(db, nid)
-    assert [(a["outcome"], a["error_class"]) for a in attempts] == [("transient", "timeout")] * 2
+    assert [(a["outcome"], a["error_class"]) for a in attempts] == [("transient", "network")] * 2
     assert len(server.snapshot()) == 2
     assert (
         worker.metric("sidestream_delivery_failed_total", channel="webhook", reason="exhausted")
@@ -164,7 +170,7 @@ def test_a_hanging_endpoint_times_out_and_exhausts_its_attempts(
 
     [message] = read_all(stack_settings, dlq_topic, expect=1)
     value = json.loads(message.value() or b"")
-    assert [a["error_class"] for a in value["attempts"]] == ["timeout", "timeout"]
+    assert [a["error_class"] for a in value["attempts"]] == ["network", "network"]
 
 
 def test_connection_refused_is_retried(
@@ -173,7 +179,10 @@ def test_connection_refused_is_retried(
     [nid] = insert_notifications(db, [webhook(f"http://127.0.0.1:{nowhere_port}/nobody")])
     start_worker(max_attempts=2)
     assert wait_for(lambda: status_of(db, nid) == "failed", timeout=30)
-    assert [a["error_class"] for a in attempts_of(db, nid)] == ["connect", "connect"]
+    attempts = attempts_of(db, nid)
+    assert [a["error_class"] for a in attempts] == ["network", "network"]
+    # Refused, timed out or cut: one message, so last_error cannot probe ports.
+    assert {a["error"] for a in attempts} == {NETWORK_ERROR}
 
 
 def test_a_dead_host_does_not_delay_a_healthy_one(
@@ -195,8 +204,9 @@ def test_a_dead_host_does_not_delay_a_healthy_one(
     assert wait_for(lambda: all_in(db, healthy_ids, "sent"), timeout=30)
     # Every healthy delivery finished while the dead host's first requests were still
     # hanging: none of them had to wait for a dead-host timeout.
+    [dead_destination] = destinations(db, dead_ids)
     finished = db.execute(
-        "SELECT count(*) FROM notification_attempts WHERE destination = %s", (dead.destination,)
+        "SELECT count(*) FROM notification_attempts WHERE destination = %s", (dead_destination,)
     ).fetchone()
     assert finished == (0,)
     assert 1 <= len(dead.snapshot()) <= 2  # per-host cap

@@ -104,18 +104,22 @@ def test_notifications_are_accepted_and_published_with_the_request_id(
 
     async def body() -> list[Any]:
         async with running_api(stack_settings, api_config) as api:
+            registered = await api.client.post(
+                "/v1/tenants/acme/webhook-endpoints", json={"url": "https://93.184.215.14/x"}
+            )
+            request = {
+                "channel": "WEBHOOK",
+                "endpoint_id": registered.json()["id"],
+                "template": "t",
+            }
             first = await api.client.post(
-                url,
-                json={"channel": "WEBHOOK", "recipient": "https://h.example/x", "template": "t"},
-                headers={"Idempotency-Key": "k-1", "X-Request-ID": "req-n-1"},
+                url, json=request, headers={"Idempotency-Key": "k-1", "X-Request-ID": "req-n-1"}
             )
-            retry = await api.client.post(
-                url,
-                json={"channel": "WEBHOOK", "recipient": "https://h.example/x", "template": "t"},
-                headers={"Idempotency-Key": "k-1"},
-            )
+            retry = await api.client.post(url, json=request, headers={"Idempotency-Key": "k-1"})
+            # A raw URL is no longer a webhook recipient.
             bad = await api.client.post(
-                url, json={"channel": "WEBHOOK", "recipient": "http://plain", "template": "t"}
+                url,
+                json={"channel": "WEBHOOK", "recipient": "https://h.example/x", "template": "t"},
             )
             assert first.status_code == 202
             assert first.json()["status"] == "accepted"

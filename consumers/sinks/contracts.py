@@ -173,7 +173,8 @@ _CONTRACTS_FILE = "consumers/sinks/contracts.py"
 
 def _type_name(column_def: Any) -> str:
     names = [name.sval for name in column_def.typeName.names]
-    return str(names[-1])
+    # Postgres names an array type by its element type with a leading underscore.
+    return ("_" if column_def.typeName.arrayBounds else "") + str(names[-1])
 
 
 def migrated_tables(migrations: Iterable[Migration]) -> dict[str, dict[str, str]]:

@@ -27,6 +27,7 @@ import sys
 import time
 
 from runtime import Settings, configure_logging, load_settings, new_registry
+from runtime.ports import announce_ready
 from services.api import ApiConfig, serve
 from services.cache import L1, L1Subscriber, Versioned, VersionedCache, cache_redis
 
@@ -92,6 +93,8 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     config = load_settings()
     configure_logging(config.log_level, config.log_format)
+    # The bench starts peers on port 0: they report the port they bound in this file.
+    announce_ready(config.ready_file)
     if args.kind == "l1":
         asyncio.run(_l1_peer(config, args.namespace))
     else:

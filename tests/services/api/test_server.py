@@ -18,6 +18,7 @@ import httpx
 import psycopg
 
 from runtime import Settings
+from tests.services.api.conftest import TenantKeys
 
 
 def free_port() -> int:
@@ -53,8 +54,9 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
+    auth = TenantKeys(stack_settings, api_schema).headers("acme")
     try:
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with httpx.Client(base_url=url, timeout=10, headers=auth) as client:
             deadline = time.monotonic() + 30
             while True:
                 try:
@@ -70,7 +72,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(
             result: dict[str, Any] = {}
 
             def patch() -> None:
-                with httpx.Client(base_url=url, timeout=20) as own:
+                with httpx.Client(base_url=url, timeout=20, headers=auth) as own:
                     result["response"] = own.patch(
                         f"/v1/tenants/acme/projects/{pid}",
                         json={"description": "after the lock"},

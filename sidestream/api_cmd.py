@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from runtime.observability import targets_dir, write_target_file
+from runtime.production import check_production
 from services.api import ApiConfig, create_app, serve
 from sidestream.context import console, settings
 
@@ -40,6 +41,7 @@ def api(
     if ctx.invoked_subcommand is not None:
         return
     loaded = settings()
+    check_production(loaded, "api")  # refuses defaults, no auth, plaintext (exit 2)
     target: Path | None = None
     if loaded.profile == "local":
         # `make observe` (sidestream observe) scrapes the API through this file.

@@ -20,6 +20,7 @@ from sidestream import (
     observe_cmd,
     replay_cmd,
     schemas_cmd,
+    tenants_cmd,
     topics_cmd,
     worker,
 )
@@ -49,6 +50,8 @@ app.add_typer(dlq_cmd.app, name="dlq")
 app.command("lag")(lag_cmd.lag)
 app.add_typer(bench_cli.app, name="bench")
 app.add_typer(chaos_cli.app, name="chaos")
+app.add_typer(tenants_cmd.tenants_app, name="tenants")
+app.add_typer(tenants_cmd.keys_app, name="keys")
 
 
 def main() -> None:

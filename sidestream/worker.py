@@ -25,6 +25,7 @@ from consumers.live_analytics import DEFAULT_APP_ID, LiveAnalyticsOptions, run_l
 from producers import run_relay
 from runtime import ObservabilityServer, Settings
 from runtime.observability import announce_targets, targets_dir
+from runtime.production import check_production
 from sidestream import invalidation_cmd
 from sidestream.context import settings
 
@@ -110,6 +111,7 @@ def run(
     _install_signal_handlers(stop)
     args = WorkerArgs(name, group, tuple(topic) if topic else None, schema)
     config = settings()
+    check_production(config, "worker")  # refuses defaults and plaintext (exit 2)
     if config.profile == "local":
         # `make observe` (sidestream observe) finds local workers through these files.
         announce_targets(targets_dir(Path(config.stack_dir).resolve()), name)

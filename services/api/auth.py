@@ -34,14 +34,16 @@ from typing import Annotated, Any
 from cachetools import TTLCache
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import iter_route_contexts
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
+from pydantic import StringConstraints
 
 from services.api.errors import ForbiddenError, UnauthorizedError, error_responses
 from services.api.keys import ApiKeyRecord, Scope, effective_scopes, fetch_key, hash_secret
 from services.api.keys import parse_key as _parse_key
+from services.api.models import NoFinalNewline
 
 __all__ = [
     "TENANT_PATTERN",
@@ -159,7 +161,8 @@ _ANONYMOUS_SCOPES = frozenset(Scope)
 async def authenticate(
     request: Request,
     tenant: Annotated[
-        str, Path(pattern=TENANT_PATTERN, description="Tenant id: 1-64 of A-Z a-z 0-9 _ . -")
+        Annotated[str, StringConstraints(pattern=TENANT_PATTERN), NoFinalNewline],
+        Path(description="Tenant id: 1-64 of A-Z a-z 0-9 _ . -"),
     ],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -238,10 +241,11 @@ def check_tenant_routes(app: FastAPI) -> None:
     Raises:
         RuntimeError: naming the route.
     """
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.path.startswith("/v1/tenants/"):
+    for route in iter_route_contexts(app.routes):
+        dependant = getattr(route, "dependant", None)
+        if not (route.path or "").startswith("/v1/tenants/") or dependant is None:
             continue
-        calls = _calls(route.dependant)
+        calls = _calls(dependant)
         if authenticate not in calls:
             raise RuntimeError(
                 f"{route.path} is not authenticated: mount it with services.api.auth.tenant_router"

@@ -18,9 +18,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from producers import Backpressure, PublishError
 from services.api.context import current_request_id
@@ -192,10 +192,11 @@ def _allowed_methods(request: Request) -> str:
     """Every method some route serves at this path (Starlette's 405 names only the first
     matching route's)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "\x00"})
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
+    path = request.url.path
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(route.methods or ())
     return ", ".join(sorted(methods))
 
 

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from schemas import NotificationChannel
@@ -30,26 +37,60 @@ __all__ = [
 # reads the patterns from the OpenAPI document (e.g. schemathesis): the schema and the
 # server cannot disagree on what a pattern means.
 #
-# Postgres refuses NUL in text, and JSON can carry lone surrogates (`"\ud800"`) that no
-# UTF-8 encoder accepts: both are excluded by the patterns, so they get a 422, not a 500.
-_TEXT = r"^[^\x00\ud800-\udfff]*$"
+# Postgres refuses NUL in text: the patterns exclude it, so it is a 422, not a 500.
+_TEXT = r"^[^\x00]*$"
 # A name: no control characters, no leading or trailing whitespace (so `maxLength` is
 # the length stored; names are not silently stripped).
-_EDGE = r"[^\x00-\x20\x7f\ud800-\udfff]"
-_NAME = rf"^{_EDGE}(?:[^\x00-\x1f\x7f\ud800-\udfff]*{_EDGE})?$"
+_EDGE = r"[^\x00-\x20\x7f]"
+_NAME = rf"^{_EDGE}(?:[^\x00-\x1f\x7f]*{_EDGE})?$"
 _PARAM_KEY = r"^[A-Za-z0-9_.-]{1,64}$"
-_EMAIL = r"^[^@\s\x00\ud800-\udfff]+@[^@\s\x00\ud800-\udfff]+\.[^@\s\x00\ud800-\udfff]+$"
-_HTTPS_URL = r"^https://[^/\s?#\x00\ud800-\udfff]+(?:[/?#][^\s\x00\ud800-\udfff]*)?$"
+# Explicit classes, not \s: Python's and ECMA-262's \s differ (e.g. on \x1c-\x1f).
+_EMAIL = r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+\.[^@\x00-\x20\x7f]+$"
+_HTTPS_URL = r"^https://[^/?#\x00-\x20\x7f]+(?:[/?#][^\x00-\x20\x7f]*)?$"
+
+
+def _encodable(value: str) -> str:
+    """JSON can carry lone surrogates (``"\\ud800"``), which no UTF-8 encoder accepts
+    (Postgres, Kafka): refuse them here. Not a pattern: JSON Schema tools cannot express
+    surrogates, and they never generate them."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("the text contains a lone surrogate (invalid Unicode)") from None
+    return value
+
+
+_Encodable = AfterValidator(_encodable)
+
+
+def no_final_newline(value: str) -> str:
+    """Python's ``$`` also matches before a final newline, ECMA-262's (JSON Schema's)
+    does not: for a pattern that excludes newlines, refuse that one too, so the server
+    and the schema agree."""
+    if value.endswith("\n"):
+        raise ValueError("must not end with a newline")
+    return value
+
+
+#: Goes with every pattern that excludes ``\n``.
+NoFinalNewline = AfterValidator(no_final_newline)
 
 #: Limits of a notification's template parameters.
 MAX_PARAMS = 50
 MAX_PARAM_VALUE = 2000
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_NAME)]
-Description = Annotated[str, StringConstraints(max_length=4000, pattern=_TEXT)]
-Text200 = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_TEXT)]
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200, pattern=_NAME),
+    _Encodable,
+    NoFinalNewline,
+]
+Description = Annotated[str, StringConstraints(max_length=4000, pattern=_TEXT), _Encodable]
+Text200 = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_TEXT), _Encodable]
 ParamKey = Annotated[str, StringConstraints(pattern=_PARAM_KEY)]
-ParamValue = Annotated[str, StringConstraints(max_length=MAX_PARAM_VALUE, pattern=_TEXT)]
+ParamValue = Annotated[
+    str, StringConstraints(max_length=MAX_PARAM_VALUE, pattern=_TEXT), _Encodable
+]
 Params = Annotated[
     dict[ParamKey, ParamValue],
     Field(
@@ -65,6 +106,15 @@ Params = Annotated[
 class ProjectStatus(StrEnum):
     ACTIVE = "active"
     ARCHIVED = "archived"
+
+
+def _refuse_nulls(data: Any) -> None:
+    """Optional fields are documented as "leave it out", not nullable: an explicit null
+    is refused like any other wrong type."""
+    if isinstance(data, dict):
+        nulls = sorted(str(k) for k, v in data.items() if v is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)}: null is not a value (leave it out)")
 
 
 class _Strict(BaseModel):
@@ -95,14 +145,10 @@ class ProjectPatch(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _no_nulls(cls, data: Any) -> Any:
-        # The schema says "string" (not nullable): an explicit null is refused like any
-        # other wrong type, and {} is refused by minProperties.
-        if isinstance(data, dict):
-            if not data:
-                raise ValueError("give at least one of name, description, status")
-            nulls = sorted(str(k) for k, v in data.items() if v is None)
-            if nulls:
-                raise ValueError(f"{', '.join(nulls)}: null is not a value (leave it out)")
+        # {} is refused by minProperties in the schema, and here.
+        if isinstance(data, dict) and not data:
+            raise ValueError("give at least one of name, description, status")
+        _refuse_nulls(data)
         return data
 
     def changes(self) -> dict[str, Any]:
@@ -135,14 +181,31 @@ class ProjectPage(BaseModel):
 class _NotificationBase(_Strict):
     template: Text200
     params: Params = Field(default_factory=dict)
-    dedupe_key: Text200 | None = None
+    dedupe_key: Text200 | SkipJsonSchema[None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        _refuse_nulls(data)
+        return data
+
+    @model_validator(mode="after")
+    def _keys_end_cleanly(self) -> Self:
+        for key in self.params:
+            no_final_newline(key)
+        return self
 
 
 class EmailNotification(_NotificationBase):
     """An email to ``recipient``."""
 
     channel: Literal[NotificationChannel.EMAIL]
-    recipient: Annotated[str, StringConstraints(min_length=3, max_length=2000, pattern=_EMAIL)]
+    recipient: Annotated[
+        str,
+        StringConstraints(min_length=3, max_length=2000, pattern=_EMAIL),
+        _Encodable,
+        NoFinalNewline,
+    ]
 
 
 class WebhookNotification(_NotificationBase):

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import uuid6
 from fastapi import Header, status
+from pydantic.json_schema import SkipJsonSchema
 
 from schemas import NotificationRequested
 from services.api.auth import Scope, require_scope, tenant_router
@@ -40,7 +41,7 @@ async def request_notification(
     body: NotificationCreate,
     ctx: Annotated[RequestContext, require_scope(Scope.NOTIFY)],
     idempotency_key: Annotated[
-        str | None,
+        str | SkipJsonSchema[None],
         Header(
             min_length=1,
             max_length=200,

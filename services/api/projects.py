@@ -16,6 +16,8 @@ from uuid import UUID
 import psycopg
 import uuid6
 from fastapi import Header, Query, Response, status
+from pydantic import StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from producers import ProducerError
 from schemas import AnalyticsEvent, AuditEvent, AuditOutcome, ChangeKind, EntityChanged
@@ -27,7 +29,14 @@ from services.api.errors import (
     PreconditionFailedError,
     error_responses,
 )
-from services.api.models import Project, ProjectCreate, ProjectPage, ProjectPatch, ProjectReplace
+from services.api.models import (
+    NoFinalNewline,
+    Project,
+    ProjectCreate,
+    ProjectPage,
+    ProjectPatch,
+    ProjectReplace,
+)
 from services.api.resources import ApiResources
 from services.api.store import ProjectRow, VersionMismatchError
 from services.cache import NotFound, Versioned
@@ -45,14 +54,16 @@ router = tenant_router("/projects", tags=["projects"])
 ReadContext = Annotated[RequestContext, require_scope(Scope.READ)]
 WriteContext = Annotated[RequestContext, require_scope(Scope.WRITE)]
 
-#: ``*`` or one strong entity tag of ASCII digits (a version fits a bigint: 19 digits).
-IF_MATCH_PATTERN = r'^(\*|"[0-9]{1,19}")$'
+#: ``*`` or one strong entity tag of ASCII digits (a version fits a bigint: 19 digits);
+#: an empty field is no condition, like an absent one.
+IF_MATCH_PATTERN = r'^(|\*|"[0-9]{1,19}")$'
 _INT64_MAX = 2**63 - 1
 
+# SkipJsonSchema: absent is not `null` (a fuzzer would send the text "null").
 IfMatch = Annotated[
-    str | None,
+    Annotated[str, StringConstraints(pattern=IF_MATCH_PATTERN), NoFinalNewline]
+    | SkipJsonSchema[None],
     Header(
-        pattern=IF_MATCH_PATTERN,
         description="Optimistic concurrency: the version (ETag) the change applies to, "
         'e.g. `"3"`, or `*`; 412 if the project is at another version. Anything else '
         "(lists, weak tags, non-digits) is a 422.",
@@ -64,7 +75,7 @@ def _expected_version(if_match: str | None) -> int | None:
     """The version ``If-Match`` names (``None`` for absent or ``*``); the header was
     already checked against :data:`IF_MATCH_PATTERN`. A number beyond a bigint names no
     version any project can have: -1, which matches nothing (412)."""
-    if if_match is None or if_match == "*":
+    if not if_match or if_match == "*":
         return None
     version = int(if_match.strip('"'))
     return version if version <= _INT64_MAX else -1
@@ -76,7 +87,8 @@ def _encode_cursor(project_id: UUID) -> str:
 
 #: What ``_encode_cursor`` makes: 16 bytes in unpadded base64url. The last character
 #: carries 2 spare bits; the decoder ignores them, so every string of this shape decodes.
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]{21}[AQgw]$"
+#: Empty: the first page, like no cursor.
+CURSOR_PATTERN = r"^([A-Za-z0-9_-]{21}[AQgw])?$"
 
 
 def _decode_cursor(cursor: str) -> UUID:
@@ -185,13 +197,14 @@ async def list_projects(
     ctx: ReadContext,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 50,
     cursor: Annotated[
-        str | None,
-        Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page."),
+        Annotated[str, StringConstraints(pattern=CURSOR_PATTERN), NoFinalNewline]
+        | SkipJsonSchema[None],
+        Query(description="`next_cursor` of the previous page."),
     ] = None,
 ) -> Response:
     resources, tenant = ctx.resources, ctx.tenant
     limit = min(limit, resources.config.max_page_size)
-    after = None if cursor is None else _decode_cursor(cursor)
+    after = _decode_cursor(cursor) if cursor else None
 
     async def load() -> bytes:
         async with resources.read_pool.connection() as conn:

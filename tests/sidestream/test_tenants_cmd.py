@@ -49,7 +49,9 @@ def test_tenants_and_keys_round_trip(
     assert "sidestream db migrate" in missing.stderr
     assert "Traceback" not in missing.stderr
 
-    migrate(pg_conn, [OUTBOX_MIGRATIONS, CONSUMER_MIGRATIONS, SERVICES_MIGRATIONS], schema=pg_schema)
+    migrate(
+        pg_conn, [OUTBOX_MIGRATIONS, CONSUMER_MIGRATIONS, SERVICES_MIGRATIONS], schema=pg_schema
+    )
     assert _cli(stack_settings, pg_schema, "tenants", "create", "acme").returncode == 0
     duplicate = _cli(stack_settings, pg_schema, "tenants", "create", "acme")
     assert duplicate.returncode == 1

@@ -15,11 +15,12 @@ import pytest
 from fastapi import APIRouter
 
 from runtime import Settings
-from schemas import AuditEvent, EventDeserializer
+from schemas import AuditEvent
 from services.api import ApiConfig, Scope, create_app, require_scope, tenant_router
 from services.api.auth import check_tenant_routes
 from services.api.keys import hash_secret, parse_key
 from tests.services.api.conftest import RunningApi, running_api
+from tests.services.api.test_projects import decoded_outbox
 
 NO_AUTH = {"Authorization": ""}  # TenantAuth removes it: the request goes out bare
 
@@ -197,35 +198,22 @@ def test_the_audit_actor_is_the_credential(
         async with running_api(stack_settings, api_config) as api:
             plain = api.keys.key("acme", "write")
             service = api.keys.key("acme", "write", "act-as")
-            # A key without act-as cannot put words in someone else's mouth.
-            spoofed = await api.client.post(
-                base,
-                json={"name": "one"},
-                headers={
-                    "Authorization": f"Bearer {plain.token}",
-                    "X-Actor-ID": "ceo@victim.example",
-                },
-            )
-            assert spoofed.status_code == 201
-            delegated = await api.client.post(
-                base,
-                json={"name": "two"},
-                headers={
-                    "Authorization": f"Bearer {service.token}",
-                    "X-Actor-ID": "user-42",
-                },
-            )
-            assert delegated.status_code == 201
+            # A key without act-as cannot put words in someone else's mouth; one with it
+            # names the user it acts for.
+            for name, key, actor in (
+                ("one", plain, "ceo@victim.example"),
+                ("two", service, "user-42"),
+            ):
+                created = await api.client.post(
+                    base,
+                    json={"name": name},
+                    headers={"Authorization": f"Bearer {key.token}", "X-Actor-ID": actor},
+                )
+                assert created.status_code == 201
             return plain.record.label, service.record.label
 
     plain_label, service_label = asyncio.run(body())
-    deserializer = EventDeserializer()
-    rows = pg_conn.execute(
-        f'SELECT topic, value FROM "{api_schema}".outbox WHERE event_type = %s ORDER BY id',
-        ("audit_event",),
-    ).fetchall()
-    audits = [deserializer.deserialize(bytes(value), topic) for topic, value in rows]
-    assert all(isinstance(event, AuditEvent) for event in audits)
+    audits = [e for e in decoded_outbox(pg_conn, api_schema) if isinstance(e, AuditEvent)]
     first, second = audits
     assert isinstance(first, AuditEvent)
     assert isinstance(second, AuditEvent)

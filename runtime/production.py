@@ -6,7 +6,8 @@ Every process calls :func:`check_production` at start (the API, every worker); i
 - a secret left at its local default (the webhook signing secret, the API key hashing
   secret) or a password that is a well-known default (``postgres``, ``change-me``, ...)
   in the Postgres DSN, the Redis URL, the Kafka SASL or SMTP password;
-- the API without authentication (``SIDESTREAM_API_AUTH=none``);
+- the API without authentication (``SIDESTREAM_API_AUTH=none``), or a JWKS fetched
+  over plain HTTP;
 - plain-HTTP webhooks (``SIDESTREAM_DELIVERY_WEBHOOK_REQUIRE_HTTPS`` false);
 - Postgres without TLS (``sslmode`` other than ``require``/``verify-ca``/``verify-full``)
   and Redis without TLS (``redis://`` instead of ``rediss://``).
@@ -98,6 +99,10 @@ def production_problems(settings: Settings, component: Component = "any") -> lis
 
     if component in ("api", "any") and settings.api_auth == "none":
         problems.append(f"{ENV_PREFIX}API_AUTH=none is refused in production; use keys")
+
+    jwks = settings.api_jwt_jwks or ""
+    if jwks.startswith("http://"):
+        problems.append(f"{ENV_PREFIX}API_JWT_JWKS must be an https:// URL (or a file)")
 
     if not settings.delivery_webhook_require_https and "http-webhooks" not in allowed:
         problems.append(

@@ -164,6 +164,25 @@ class Settings(BaseSettings):
         description="How long a process caches an API key's record: a revoked key keeps "
         "working for at most this long (0 = look up every request).",
     )
+    api_jwt_jwks: str | None = Field(
+        default=None,
+        description="Also accept JWT bearer tokens signed by a key of this JWKS: a file path "
+        "or an https:// URL (then issuer and audience must be set too).",
+    )
+    api_jwt_issuer: str | None = Field(default=None, description="Required `iss` of JWTs.")
+    api_jwt_audience: str | None = Field(default=None, description="Required `aud` of JWTs.")
+    api_jwt_tenant_claim: str = Field(
+        default="tenant", min_length=1, description="The JWT claim naming the tenant."
+    )
+    api_jwt_scope_claim: str = Field(
+        default="scope",
+        min_length=1,
+        description="The JWT claim with the scopes (space-separated string or list).",
+    )
+    api_jwt_algorithms: str = Field(
+        default="RS256,ES256,EdDSA",
+        description="Comma-separated signature algorithms accepted (never `none` or HS*).",
+    )
     api_docs: bool | None = Field(
         default=None,
         description="Serve /docs and /openapi.json (default: yes locally, no in production).",
@@ -279,10 +298,25 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown {item!r}; use {', '.join(INSECURE_EXCEPTIONS)}")
         return value
 
+    @field_validator("api_jwt_algorithms")
+    @classmethod
+    def _check_algorithms(cls, value: str) -> str:
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        # Symmetric or unsigned tokens would let anyone holding the JWKS (public) sign.
+        refused = [n for n in names if n.lower() == "none" or n.upper().startswith("HS")]
+        if not names or refused:
+            raise ValueError("list asymmetric algorithms, e.g. RS256,ES256 (no none, no HS*)")
+        return value
+
     @model_validator(mode="after")
     def _check_pool(self) -> Settings:
         if self.postgres_pool_min > self.postgres_pool_max:
             raise ValueError("postgres_pool_min must not exceed postgres_pool_max")
+        if self.api_jwt_jwks and not (self.api_jwt_issuer and self.api_jwt_audience):
+            raise ValueError(
+                "with SIDESTREAM_API_JWT_JWKS set, also set SIDESTREAM_API_JWT_ISSUER and "
+                "SIDESTREAM_API_JWT_AUDIENCE"
+            )
         return self
 
     @property

@@ -10,7 +10,9 @@ also charges the principal's rate limit for that scope and hands the route its
 tenant route that lacks either (:func:`check_tenant_routes`), so a router added later
 cannot be mounted open by mistake.
 
-Credentials: API keys (``ssk_<key_id>_<secret>``, see :mod:`services.api.keys`), checked
+Credentials: JWTs of an identity provider when ``SIDESTREAM_API_JWT_JWKS`` is set
+(:class:`JwtAuthenticator`), and API keys (``ssk_<key_id>_<secret>``, see
+:mod:`services.api.keys`), checked
 against Postgres through a small in-process cache — a key's record is kept for
 ``SIDESTREAM_API_KEY_CACHE_TTL_S`` (5 s), so a revocation reaches every API process within
 that time; expiry is checked on every request against the clock. The secret itself is
@@ -23,14 +25,18 @@ existed.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
+import jwt
 from cachetools import TTLCache
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.dependencies.models import Dependant
@@ -40,14 +46,28 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from pydantic import StringConstraints
 
-from services.api.errors import ForbiddenError, UnauthorizedError, error_responses
-from services.api.keys import ApiKeyRecord, Scope, effective_scopes, fetch_key, hash_secret
+from services.api.errors import (
+    ForbiddenError,
+    ServiceUnavailableError,
+    UnauthorizedError,
+    error_responses,
+)
+from services.api.keys import (
+    KEY_PREFIX,
+    ApiKeyRecord,
+    Scope,
+    effective_scopes,
+    fetch_key,
+    hash_secret,
+)
 from services.api.keys import parse_key as _parse_key
 from services.api.models import NoFinalNewline
 
 __all__ = [
     "TENANT_PATTERN",
     "ApiKeyAuthenticator",
+    "BearerAuthenticator",
+    "JwtAuthenticator",
     "Principal",
     "Scope",
     "authenticate",
@@ -64,11 +84,12 @@ TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="ApiKey",
-    bearerFormat="ssk_<key id>_<secret>",
+    bearerFormat="ssk_<key id>_<secret>, or a JWT",
     description="An API key made with `sidestream keys create --tenant T --scope S`, sent as "
-    "`Authorization: Bearer ssk_...`. A key belongs to one tenant and has scopes: read, "
-    "write (includes read), notify, admin (everything), act-as (may name the end user in "
-    "`X-Actor-ID`).",
+    "`Authorization: Bearer ssk_...`; or, where configured, a JWT of the identity provider "
+    "(tenant and scopes in its claims). A credential belongs to one tenant and has scopes: "
+    "read, write (includes read), notify, admin (everything), act-as (may name the end "
+    "user in `X-Actor-ID`).",
 )
 
 
@@ -123,6 +144,11 @@ class ApiKeyAuthenticator:
             TTLCache(maxsize=max_entries, ttl=cache_ttl_s, timer=timer) if cache_ttl_s > 0 else None
         )
 
+    def clear_cache(self) -> None:
+        """Forget every cached key record (the next request of each key looks it up)."""
+        if self._cache is not None:
+            self._cache.clear()
+
     async def _record(self, key_id: str) -> ApiKeyRecord | None:
         if self._cache is not None and key_id in self._cache:
             return self._cache[key_id]
@@ -155,6 +181,113 @@ class ApiKeyAuthenticator:
         return Principal(record.tenant_id, record.label, effective_scopes(record.scopes))
 
 
+_PRINCIPAL_TEXT = re.compile(r"^[!-~]{1,200}$")  # printable ASCII: it becomes an actor id
+
+
+class JwtAuthenticator:
+    """Checks JWT bearer tokens from an identity provider: signature against a JWKS (a
+    file, read once, or an https:// URL, whose keys PyJWT caches for 5 minutes and
+    refetches for an unknown ``kid``), ``exp``/``nbf`` (30 s leeway), ``iss`` and ``aud``
+    required and checked. The tenant comes from ``tenant_claim``, the scopes from
+    ``scope_claim`` (space-separated, or a list); the principal is ``jwt:<sub>``.
+
+    Raises (at construction):
+        ValueError: the JWKS file cannot be read or holds no usable key.
+    """
+
+    def __init__(
+        self,
+        *,
+        jwks: str,
+        issuer: str,
+        audience: str,
+        algorithms: list[str],
+        tenant_claim: str = "tenant",
+        scope_claim: str = "scope",
+        leeway_s: float = 30.0,
+    ) -> None:
+        self._issuer = issuer
+        self._audience = audience
+        self._algorithms = algorithms
+        self._tenant_claim = tenant_claim
+        self._scope_claim = scope_claim
+        self._leeway = leeway_s
+        self._client: jwt.PyJWKClient | None = None
+        self._keyset: jwt.PyJWKSet | None = None
+        if jwks.startswith(("https://", "http://")):
+            self._client = jwt.PyJWKClient(jwks, cache_keys=True, lifespan=300, timeout=5)
+        else:
+            try:
+                self._keyset = jwt.PyJWKSet.from_json(FilePath(jwks).read_text())
+            except (OSError, jwt.PyJWTError) as exc:
+                raise ValueError(f"cannot use the JWKS {jwks}: {exc}") from None
+
+    async def _key(self, kid: str | None) -> Any:
+        if self._keyset is not None:
+            keys = self._keyset.keys
+            for key in keys:
+                if (kid is None and len(keys) == 1) or key.key_id == kid:
+                    return key.key
+            raise jwt.InvalidTokenError(f"no key {kid!r} in the JWKS")
+        assert self._client is not None
+        # PyJWKClient fetches with urllib (blocking): off the event loop.
+        if kid is None:
+            raise jwt.InvalidTokenError("the token names no key (kid)")
+        signing = await asyncio.to_thread(self._client.get_signing_key, kid)
+        return signing.key
+
+    async def authenticate(self, token: str) -> Principal:
+        """The principal of a JWT.
+
+        Raises:
+            UnauthorizedError: bad signature, expired, wrong issuer/audience, no tenant.
+            ServiceUnavailableError: the JWKS URL cannot be reached.
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+            key = await self._key(header.get("kid"))
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.PyJWKClientConnectionError as exc:
+            logger.warning("JWKS unreachable: %s", exc)
+            raise ServiceUnavailableError(
+                "the identity provider's keys cannot be fetched", retry_after=5
+            ) from None
+        except jwt.PyJWTError as exc:
+            logger.info("rejected JWT: %s", exc)
+            raise UnauthorizedError(f"invalid token: {exc}", invalid=True) from None
+        tenant, subject = claims.get(self._tenant_claim), claims.get("sub")
+        if not isinstance(tenant, str) or not re.fullmatch(TENANT_PATTERN, tenant):
+            raise UnauthorizedError(f"the token has no valid {self._tenant_claim!r}", invalid=True)
+        if not isinstance(subject, str) or not _PRINCIPAL_TEXT.fullmatch(subject):
+            raise UnauthorizedError("the token's sub is not printable ASCII", invalid=True)
+        granted = claims.get(self._scope_claim, "")
+        names = granted.split() if isinstance(granted, str) else granted
+        scopes = effective_scopes(n for n in names if isinstance(n, str))
+        return Principal(tenant, f"jwt:{subject}", scopes)
+
+
+class BearerAuthenticator:
+    """Dispatches a bearer token: ``ssk_…`` to the API keys, anything else to the JWT
+    authenticator when one is configured."""
+
+    def __init__(self, keys: ApiKeyAuthenticator, jwts: JwtAuthenticator | None = None):
+        self.keys = keys
+        self.jwts = jwts
+
+    async def authenticate(self, token: str) -> Principal:
+        if token.startswith(KEY_PREFIX) or self.jwts is None:
+            return await self.keys.authenticate(token)
+        return await self.jwts.authenticate(token)
+
+
 _ANONYMOUS_SCOPES = frozenset(Scope)
 
 
@@ -174,7 +307,7 @@ async def authenticate(
         ForbiddenError: the credential is another tenant's (403).
     """
     resources = request.app.state.resources
-    authenticator: ApiKeyAuthenticator | None = resources.authenticator
+    authenticator: BearerAuthenticator | None = resources.authenticator
     if authenticator is None:  # SIDESTREAM_API_AUTH=none (local only)
         principal = Principal(tenant, "anonymous", _ANONYMOUS_SCOPES)
     else:

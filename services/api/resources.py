@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from producers import AsyncEventPublisher, EventPublisher
 from runtime import Settings
-from services.api.auth import ApiKeyAuthenticator
+from services.api.auth import ApiKeyAuthenticator, BearerAuthenticator, JwtAuthenticator
 from services.api.config import ApiConfig
 from services.api.metrics import ApiMetrics
 from services.api.outbox import AsyncOutbox
@@ -47,8 +47,8 @@ class ApiResources:
     limiter: RateLimiter | None
     publisher: AsyncEventPublisher
     outbox: AsyncOutbox
-    #: API keys (``None`` with ``SIDESTREAM_API_AUTH=none``).
-    authenticator: ApiKeyAuthenticator | None = None
+    #: API keys and JWTs (``None`` with ``SIDESTREAM_API_AUTH=none``).
+    authenticator: BearerAuthenticator | None = None
     #: The rate limit per scope (``None``: no limiting).
     rate_limits: Mapping[str, RateLimit] | None = None
     store: ProjectStore = field(default_factory=ProjectStore)
@@ -72,6 +72,24 @@ class ApiResources:
             logger.info("direct invalidation skipped (%s); the consumer will do it", exc)
             return
         self.metrics.write_invalidations.labels("done").inc()
+
+
+def jwt_authenticator(settings: Settings) -> JwtAuthenticator | None:
+    """The JWT authenticator ``settings`` describe, if any (the JWKS file is read now:
+    a missing file fails at start)."""
+    if not settings.api_jwt_jwks:
+        return None
+    # The settings check both are set with a JWKS.
+    assert settings.api_jwt_issuer
+    assert settings.api_jwt_audience
+    return JwtAuthenticator(
+        jwks=settings.api_jwt_jwks,
+        issuer=settings.api_jwt_issuer,
+        audience=settings.api_jwt_audience,
+        algorithms=[a.strip() for a in settings.api_jwt_algorithms.split(",") if a.strip()],
+        tenant_claim=settings.api_jwt_tenant_claim,
+        scope_claim=settings.api_jwt_scope_claim,
+    )
 
 
 def _pool(dsn: str, *, settings: Settings, config: ApiConfig, name: str, schema: str) -> Pool:
@@ -169,10 +187,13 @@ async def open_resources(
             )
         authenticator = None
         if settings.api_auth == "keys":
-            authenticator = ApiKeyAuthenticator(
-                pool=pool,
-                hash_key=settings.api_key_hash_secret.get_secret_value().encode(),
-                cache_ttl_s=settings.api_key_cache_ttl_s,
+            authenticator = BearerAuthenticator(
+                ApiKeyAuthenticator(
+                    pool=pool,
+                    hash_key=settings.api_key_hash_secret.get_secret_value().encode(),
+                    cache_ttl_s=settings.api_key_cache_ttl_s,
+                ),
+                jwt_authenticator(settings),
             )
         yield ApiResources(
             settings=settings,

@@ -66,6 +66,14 @@ def test_production_defaults_are_refused_in_one_line_without_secrets() -> None:
         ({"postgres_dsn": "postgresql://u:pw-real@db/s?sslmode=prefer"}, "sslmode"),
         ({"delivery_smtp_password": "password"}, "DELIVERY_SMTP_PASSWORD"),
         ({"api_auth": "none"}, "API_AUTH=none"),
+        (
+            {
+                "api_jwt_jwks": "http://idp/jwks.json",
+                "api_jwt_issuer": "i",
+                "api_jwt_audience": "a",
+            },
+            "API_JWT_JWKS must be an https:// URL",
+        ),
     ],
 )
 def test_each_refusal(changes: dict[str, Any], expected: str) -> None:

@@ -133,7 +133,7 @@ def test_a_cached_key_is_revoked_once_its_cache_entry_expires(
             # ...and once the entry is gone, it has.
             authenticator = api.resources.authenticator
             assert authenticator is not None
-            authenticator._cache.clear()  # type: ignore[union-attr]
+            authenticator.keys.clear_cache()
             assert (await api.client.get(path, headers=auth)).status_code == 401
 
     asyncio.run(body())

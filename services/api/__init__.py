@@ -18,12 +18,14 @@ in-process: ``create_app(settings, config=ApiConfig(...))``.
 from services.api.app import create_app
 from services.api.auth import Principal, Scope, authenticate, require_scope, tenant_router
 from services.api.config import ApiConfig
+from services.api.deps import RequestContext
 from services.api.server import ApiServer, install_request_id_logging, serve
 
 __all__ = [
     "ApiConfig",
     "ApiServer",
     "Principal",
+    "RequestContext",
     "Scope",
     "authenticate",
     "create_app",

@@ -99,8 +99,8 @@ class Principal:
 
     Attributes:
         tenant: the only tenant it may act in.
-        id: how audit events, logs and rate limits name it (``apikey:<key_id>``, or
-            ``anonymous`` without authentication); never a secret.
+        id: how audit events, logs and rate limits name it (``apikey:<key_id>``,
+            ``jwt:<sub>``, or ``anonymous`` without authentication); never a secret.
         scopes: what it may do (implied scopes included: ``write`` has ``read``).
     """
 
@@ -172,7 +172,8 @@ class ApiKeyAuthenticator:
         # The digest is computed even for an unknown id, so timing does not tell them apart.
         digest = hash_secret(self._hash_key, secret)
         if record is None or not hmac.compare_digest(record.secret_hash, digest):
-            logger.info("rejected API key apikey:%s: unknown or wrong secret", key_id)
+            # Debug: guessing traffic would flood the log (the access log has the 401).
+            logger.debug("rejected API key apikey:%s: unknown or wrong secret", key_id)
             raise UnauthorizedError("invalid API key", invalid=True)
         status = record.status(datetime.now(UTC))
         if status != "active":
@@ -261,7 +262,7 @@ class JwtAuthenticator:
                 "the identity provider's keys cannot be fetched", retry_after=5
             ) from None
         except jwt.PyJWTError as exc:
-            logger.info("rejected JWT: %s", exc)
+            logger.debug("rejected JWT: %s", exc)
             raise UnauthorizedError(f"invalid token: {exc}", invalid=True) from None
         tenant, subject = claims.get(self._tenant_claim), claims.get("sub")
         if not isinstance(tenant, str) or not re.fullmatch(TENANT_PATTERN, tenant):

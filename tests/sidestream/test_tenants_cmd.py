@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 import typer
+from typer.testing import CliRunner
 
 from consumers import CONSUMER_MIGRATIONS
 from producers import OUTBOX_MIGRATIONS
@@ -20,10 +21,32 @@ from runtime import Settings
 from runtime.migrations import migrate
 from services import SERVICES_MIGRATIONS
 from services.api.keys import parse_key
+from sidestream import context
+from sidestream.main import app
 from sidestream.tenants_cmd import parse_expiry
 
 
-def _cli(settings: Settings, schema: str, *args: str) -> subprocess.CompletedProcess[str]:
+class _Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _cli(settings: Settings, schema: str, *args: str) -> _Result:
+    """``sidestream ARGS`` in this process (typer's runner), with the schema's settings;
+    the first test also runs it as a child process, as a user would."""
+    env = {
+        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
+        "SIDESTREAM_POSTGRES_SCHEMA": schema,
+    }
+    context.settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, list(args), env=env)
+    finally:
+        context.settings.cache_clear()
+    return _Result(result.exit_code, result.stdout, result.stderr)
+
+
+def _process(settings: Settings, schema: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIDESTREAM_")}
     env.update(
         SIDESTREAM_POSTGRES_DSN=settings.postgres_dsn.get_secret_value(),
@@ -44,7 +67,7 @@ def _cli(settings: Settings, schema: str, *args: str) -> subprocess.CompletedPro
 def test_tenants_and_keys_round_trip(
     stack_settings: Settings, pg_conn: psycopg.Connection[Any], pg_schema: str
 ) -> None:
-    missing = _cli(stack_settings, pg_schema, "tenants", "list")
+    missing = _process(stack_settings, pg_schema, "tenants", "list")
     assert missing.returncode == 2
     assert "sidestream db migrate" in missing.stderr
     assert "Traceback" not in missing.stderr
@@ -57,7 +80,7 @@ def test_tenants_and_keys_round_trip(
     assert duplicate.returncode == 1
     assert "already exists" in duplicate.stderr
 
-    made = _cli(
+    made = _process(
         stack_settings,
         pg_schema,
         "keys",

@@ -4,6 +4,7 @@ listed in the example Secret."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -11,7 +12,6 @@ import yaml
 from runtime import Settings
 from runtime.production import production_problems
 from runtime.settings import ENV_PREFIX
-from sidestream.deploy_check import default_deploy_dir, render_kustomization
 
 #: Every secret-bearing setting (SecretStr): each must be in the example Secret.
 SECRETS = sorted(
@@ -21,18 +21,22 @@ SECRETS = sorted(
 )
 
 
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+
+
+def _data(path: Path, key: str) -> dict[str, str]:
+    document: dict[str, Any] = yaml.safe_load(path.read_text())
+    return {str(k): str(v) for k, v in document[key].items()}
+
+
 def _environment() -> dict[str, str]:
-    deploy = default_deploy_dir()
-    rendered = render_kustomization(deploy / "k8s" / "overlays" / "production")
-    config = next(
-        o
-        for o in rendered
-        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "sidestream-config"
-    )
-    secret: dict[str, Any] = yaml.safe_load(
-        (deploy / "k8s" / "base" / "secret.example.yaml").read_text()
-    )
-    return {**config["data"], **secret["stringData"]}
+    """What a production pod gets: the base ConfigMap, the production overlay's patch of
+    it (a strategic merge of `data`: keys replaced), and the example Secret."""
+    return {
+        **_data(K8S / "base" / "config.yaml", "data"),
+        **_data(K8S / "overlays" / "production" / "patches" / "config.yaml", "data"),
+        **_data(K8S / "base" / "secret.example.yaml", "stringData"),
+    }
 
 
 def test_the_example_secret_lists_every_secret() -> None:

@@ -64,8 +64,10 @@ def test_schemathesis_finds_no_server_error_and_no_contract_failure(
             "all",
             "--max-examples",
             str(EXAMPLES),
+            # One worker: with two threads, hypothesis's lambda-source parsing can hit a
+            # CPython 3.11 race in `ast` ("AST constructor recursion depth mismatch").
             "--workers",
-            "2",
+            "1",
             "--seed",
             "7",
         ]

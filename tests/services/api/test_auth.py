@@ -291,3 +291,20 @@ def test_keys_are_stored_as_keyed_hashes_only(
     hash_key = stack_settings.api_key_hash_secret.get_secret_value().encode()
     assert stored == hash_secret(hash_key, secret)
     assert stored != hash_secret(b"another server secret", secret)
+
+
+def test_docs_and_the_openapi_document_can_be_turned_off(
+    stack_settings: Settings, api_config: ApiConfig
+) -> None:
+    assert stack_settings.with_overrides(profile="production").api_docs_enabled is False
+    assert stack_settings.with_overrides(profile="production", api_docs=True).api_docs_enabled
+
+    async def body() -> None:
+        async with running_api(stack_settings.with_overrides(api_docs=False), api_config) as api:
+            assert (await api.client.get("/openapi.json")).status_code == 404
+            assert (await api.client.get("/docs")).status_code == 404
+            assert api.app.openapi()["paths"]  # still available to `sidestream api openapi`
+        async with running_api(stack_settings, api_config) as api:
+            assert (await api.client.get("/openapi.json")).status_code == 200
+
+    asyncio.run(body())

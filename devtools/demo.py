@@ -46,6 +46,7 @@ from runtime.ports import ReadyFile
 from runtime.terminal import console
 from schemas.topics import load_topics, topic_for
 from services import MIGRATION_SOURCES
+from services.api.keys import create_key, create_tenant, list_tenants
 
 
 class DemoError(Exception):
@@ -219,14 +220,43 @@ class ApiWorkload:
     latencies_ms: list[float] = field(default_factory=list)
 
 
+DEMO_TENANTS = [f"demo-{name}" for name in ("acme", "globex", "initech", "umbrella", "hooli")]
+
+
+def _demo_keys(config: Settings) -> dict[str, str]:
+    """Each demo tenant (made once) and a fresh API key of it, as `sidestream tenants
+    create` / `sidestream keys create` would make them: write + notify, and admin, since
+    the demo registers each tenant's webhook endpoint."""
+    hash_key = config.api_key_hash_secret.get_secret_value().encode()
+    keys = {}
+    with postgres_connect(config, autocommit=True) as conn:
+        known = {tenant.tenant_id for tenant in list_tenants(conn)}
+        for tenant in DEMO_TENANTS:
+            if tenant not in known:
+                create_tenant(conn, tenant, "made by sidestream demo")
+            keys[tenant] = create_key(
+                conn,
+                tenant,
+                scopes=["write", "notify", "admin"],
+                hash_key=hash_key,
+                description="demo",
+            ).token
+    return keys
+
+
 async def _drive_api(
-    base_url: str, operations: int, progress: Progress, hooks: _HookCatcher
+    base_url: str,
+    operations: int,
+    progress: Progress,
+    hooks: _HookCatcher,
+    keys: dict[str, str],
 ) -> ApiWorkload:
     """Create projects and a webhook endpoint per tenant, then a mix of cached reads,
-    updates and notification requests (emails, and webhooks to the tenant's endpoint)."""
+    updates and notification requests (emails, and webhooks to the tenant's endpoint),
+    each with the API key of the tenant it addresses."""
     result = ApiWorkload()
     rng = random.Random(42)
-    tenants = [f"demo-{name}" for name in ("acme", "globex", "initech", "umbrella", "hooli")]
+    tenants = DEMO_TENANTS
     projects: dict[str, list[str]] = {tenant: [] for tenant in tenants}
     task = progress.add_task("driving the API", total=operations)
     run_token = uuid.uuid4().hex[:6]
@@ -236,9 +266,9 @@ async def _drive_api(
 
         async def call(method: str, path: str, client_id: str, **kwargs: Any) -> httpx.Response:
             started = time.perf_counter()
-            response = await client.request(
-                method, path, headers={"X-Client-ID": client_id}, **kwargs
-            )
+            tenant = path.split("/")[3]  # /v1/tenants/{tenant}/...
+            headers = {"X-Client-ID": client_id, "Authorization": f"Bearer {keys[tenant]}"}
+            response = await client.request(method, path, headers=headers, **kwargs)
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
             result.statuses[response.status_code] += 1
             return response
@@ -481,6 +511,11 @@ def run_demo(
                 **local_targets,
             },
         )
+        keys = _demo_keys(config)
+        console.print(
+            f"[green]✓[/] {len(keys)} tenants, each with an API key "
+            f"(e.g. {keys[DEMO_TENANTS[0]][:20]}…; `sidestream keys list`)"
+        )
         api = demo.start_api(local_targets)
         console.print(
             f"[green]✓[/] started the API ({api.url}) and workers: "
@@ -489,7 +524,7 @@ def run_demo(
 
         with Progress(console=console, transient=True) as progress:
             published_at = time.monotonic()
-            workload = asyncio.run(_drive_api(api.url, requests, progress, hooks))
+            workload = asyncio.run(_drive_api(api.url, requests, progress, hooks, keys))
             direct = _publish_directly(config, events, poison=POISON_RECORDS, progress=progress)
             expected = {
                 "audit": direct["audit"] + workload.writes,

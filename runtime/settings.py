@@ -27,6 +27,18 @@ ENV_PREFIX = "SIDESTREAM_"
 LOCAL_SESSION_TIMEOUT_MS = 6000
 PRODUCTION_SESSION_TIMEOUT_MS = 45000
 
+#: The local default of ``api_key_hash_secret``: refused by the production profile.
+LOCAL_API_KEY_HASH_SECRET = "sidestream-local-api-key-hash-secret"  # noqa: S105 - refused in production
+#: Requests per principal per ``api_rate_limit_window_s``, by the scope a route needs.
+DEFAULT_API_RATE_LIMITS: Mapping[str, int] = {
+    "read": 1200,
+    "write": 300,
+    "notify": 120,
+    "admin": 600,
+}
+#: What ``production_allow_insecure`` may name.
+INSECURE_EXCEPTIONS = ("postgres-plaintext", "redis-plaintext", "http-webhooks")
+
 
 class Settings(BaseSettings):
     """All of Sidestream's configuration, validated when built.
@@ -66,6 +78,8 @@ class Settings(BaseSettings):
     )
     kafka_extra: dict[str, str] = Field(
         default_factory=dict,
+        # May carry credentials (sasl.password, ssl.key.password): never in a repr or log.
+        repr=False,
         description="Extra librdkafka properties as JSON, passed through verbatim.",
     )
     schema_registry_url: str | None = Field(
@@ -143,6 +157,66 @@ class Settings(BaseSettings):
         default=SecretStr("redis://127.0.0.1:6379/0"), description="Redis connection URL."
     )
 
+    # --- Reference API: authentication, limits (services/api) ------------------------
+    api_auth: Literal["keys", "none"] = Field(
+        default="keys",
+        description="`keys`: every tenant route needs `Authorization: Bearer ssk_...` (API "
+        "keys in Postgres); `none`: no authentication (local profile only).",
+    )
+    api_key_hash_secret: SecretStr = Field(
+        default=SecretStr(LOCAL_API_KEY_HASH_SECRET),
+        description="HMAC-SHA256 key under which API key secrets are hashed (must be set "
+        "in production; changing it invalidates every key).",
+    )
+    api_key_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long a process caches an API key's record: a revoked key keeps "
+        "working for at most this long (0 = look up every request).",
+    )
+    api_jwt_jwks: str | None = Field(
+        default=None,
+        description="Also accept JWT bearer tokens signed by a key of this JWKS: a file path "
+        "or an https:// URL (then issuer and audience must be set too).",
+    )
+    api_jwt_issuer: str | None = Field(default=None, description="Required `iss` of JWTs.")
+    api_jwt_audience: str | None = Field(default=None, description="Required `aud` of JWTs.")
+    api_jwt_tenant_claim: str = Field(
+        default="tenant", min_length=1, description="The JWT claim naming the tenant."
+    )
+    api_jwt_scope_claim: str = Field(
+        default="scope",
+        min_length=1,
+        description="The JWT claim with the scopes (space-separated string or list).",
+    )
+    api_jwt_algorithms: str = Field(
+        default="RS256,ES256,EdDSA",
+        description="Comma-separated signature algorithms accepted (never `none` or HS*).",
+    )
+    api_docs: bool | None = Field(
+        default=None,
+        description="Serve /docs and /openapi.json (default: yes locally, no in production).",
+    )
+    api_max_body_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request body; larger ones get 413 while being read.",
+    )
+    api_rate_limits: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_API_RATE_LIMITS),
+        description="Requests per principal per window, by the scope a route needs, as "
+        'JSON, e.g. {"read": 1200, "write": 300, "notify": 120, "admin": 600}; '
+        "a scope left out keeps its default.",
+    )
+    api_rate_limit_window_s: float = Field(default=60.0, gt=0, le=86400)
+    production_allow_insecure: str = Field(
+        default="",
+        description="Comma-separated exceptions to the production profile's transport "
+        "checks: postgres-plaintext, redis-plaintext, http-webhooks.",
+    )
+
     # --- Local stack -----------------------------------------------------------------
     stack_dir: Path = Field(
         default=Path(".stack"), description="Data and logs of the local servers."
@@ -210,10 +284,55 @@ class Settings(BaseSettings):
             raise ValueError("expected a redis://host:port/db URL")
         return value
 
+    @field_validator("api_rate_limits", mode="before")
+    @classmethod
+    def _parse_rate_limits(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = json.loads(value)
+        if not isinstance(value, Mapping):
+            raise ValueError('expected JSON like {"read": 1200, "write": 300}')
+        unknown = sorted(set(value) - set(DEFAULT_API_RATE_LIMITS))
+        if unknown:
+            raise ValueError(
+                f"unknown scope(s) {', '.join(unknown)}; use {', '.join(DEFAULT_API_RATE_LIMITS)}"
+            )
+        return {**DEFAULT_API_RATE_LIMITS, **value}
+
+    @field_validator("api_rate_limits")
+    @classmethod
+    def _check_rate_limits(cls, value: dict[str, int]) -> dict[str, int]:
+        for scope, limit in value.items():
+            if limit < 1:
+                raise ValueError(f"the {scope} limit must be >= 1, got {limit}")
+        return value
+
+    @field_validator("production_allow_insecure")
+    @classmethod
+    def _check_insecure(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            if item not in INSECURE_EXCEPTIONS:
+                raise ValueError(f"unknown {item!r}; use {', '.join(INSECURE_EXCEPTIONS)}")
+        return value
+
+    @field_validator("api_jwt_algorithms")
+    @classmethod
+    def _check_algorithms(cls, value: str) -> str:
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        # Symmetric or unsigned tokens would let anyone holding the JWKS (public) sign.
+        refused = [n for n in names if n.lower() == "none" or n.upper().startswith("HS")]
+        if not names or refused:
+            raise ValueError("list asymmetric algorithms, e.g. RS256,ES256 (no none, no HS*)")
+        return value
+
     @model_validator(mode="after")
     def _check_pool(self) -> Settings:
         if self.postgres_pool_min > self.postgres_pool_max:
             raise ValueError("postgres_pool_min must not exceed postgres_pool_max")
+        if self.api_jwt_jwks and not (self.api_jwt_issuer and self.api_jwt_audience):
+            raise ValueError(
+                "with SIDESTREAM_API_JWT_JWKS set, also set SIDESTREAM_API_JWT_ISSUER and "
+                "SIDESTREAM_API_JWT_AUDIENCE"
+            )
         return self
 
     @property
@@ -224,6 +343,18 @@ class Settings(BaseSettings):
         if self.profile == "local":
             return LOCAL_SESSION_TIMEOUT_MS
         return PRODUCTION_SESSION_TIMEOUT_MS
+
+    @property
+    def insecure_allowed(self) -> frozenset[str]:
+        """The transport checks the production profile was told to skip."""
+        return frozenset(
+            part.strip() for part in self.production_allow_insecure.split(",") if part.strip()
+        )
+
+    @property
+    def api_docs_enabled(self) -> bool:
+        """Whether the API serves ``/docs`` and ``/openapi.json``."""
+        return self.api_docs if self.api_docs is not None else self.profile != "production"
 
     @property
     def kafka_port(self) -> int:

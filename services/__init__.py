@@ -4,7 +4,8 @@
   protection and an L1 that every process evicts on invalidation.
 - :mod:`services.invalidation` — the invalidation consumer: ``EntityChanged`` events →
   tombstones, generation bumps and L1 evictions, in the consumers' batch runtime.
-- :mod:`services.ratelimit` — a per-tenant/client rate limiter (GCRA, one Lua step).
+- :mod:`services.ratelimit` — a per-subject rate limiter (GCRA, one Lua step); the API
+  keys it by authenticated principal and scope.
 - :mod:`services.api` — the reference API (FastAPI): projects in Postgres, writes through
   the transactional outbox, reads through the cache.
 

@@ -152,7 +152,8 @@ class RateLimitMetrics(PerRegistry):
 
 
 class RateLimiter:
-    """Admits requests per subject (e.g. ``tenant/client``) under one :class:`RateLimit`.
+    """Admits requests per subject (e.g. ``apikey:<id>/write``) under a :class:`RateLimit`
+    (the limiter's own, or one given per call).
 
     Args:
         redis: an async client (e.g. :func:`services.cache.cache_redis`, whose short
@@ -197,20 +198,26 @@ class RateLimiter:
             raise ValueError("subject must be non-empty")
         return self._prefix + subject
 
-    async def hit(self, subject: str, cost: int = 1) -> RateLimitDecision:
+    async def hit(
+        self, subject: str, cost: int = 1, *, limit: RateLimit | None = None
+    ) -> RateLimitDecision:
         """Take ``cost`` tokens from ``subject``'s bucket if it holds them.
+
+        ``limit`` overrides the limiter's own rate for this subject (e.g. a limit per
+        scope); use one rate per subject, as the bucket does not record which applied.
 
         Never raises for Redis failures: the decision is then ``allowed`` and
         ``degraded`` (fail open).
         """
-        if not 1 <= cost <= self.limit.limit:
-            raise ValueError(f"cost must be in [1, {self.limit.limit}], got {cost}")
+        rate = limit or self.limit
+        if not 1 <= cost <= rate.limit:
+            raise ValueError(f"cost must be in [1, {rate.limit}], got {cost}")
         key = self.key(subject)
         if time.monotonic() < self._suspended_until:
-            return self._open()
+            return self._open(rate)
         try:
             reply: Any = await self._script(
-                keys=[key], args=[self.limit.interval_us, self.limit.window_us, cost]
+                keys=[key], args=[rate.interval_us, rate.window_us, cost]
             )
         except _REDIS_DOWN as exc:
             self._errors.inc()
@@ -221,27 +228,27 @@ class RateLimiter:
                 self._outage_backoff * 1000,
             )
             self._suspended_until = time.monotonic() + self._outage_backoff
-            return self._open()
+            return self._open(rate)
         allowed, remaining, reset_us, retry_us = (int(value) for value in reply)
         decision = RateLimitDecision(
             allowed=bool(allowed),
-            limit=self.limit.limit,
+            limit=rate.limit,
             remaining=max(0, remaining),
             reset_s=max(0, reset_us) / 1_000_000,
             retry_after_s=max(0, retry_us) / 1_000_000,
-            policy=self.limit.policy,
+            policy=rate.policy,
         )
         (self._allowed if decision.allowed else self._limited).inc()
         return decision
 
-    def _open(self) -> RateLimitDecision:
+    def _open(self, rate: RateLimit) -> RateLimitDecision:
         self._fail_open.inc()
         return RateLimitDecision(
             allowed=True,
-            limit=self.limit.limit,
-            remaining=self.limit.limit,
+            limit=rate.limit,
+            remaining=rate.limit,
             reset_s=0.0,
             retry_after_s=0.0,
-            policy=self.limit.policy,
+            policy=rate.policy,
             degraded=True,
         )

@@ -11,8 +11,11 @@ from typing import Annotated
 
 import typer
 
+from runtime import ConfigError
 from runtime.observability import targets_dir, write_target_file
+from runtime.production import check_production
 from services.api import ApiConfig, create_app, serve
+from services.api.resources import jwt_authenticator
 from sidestream.context import console, settings
 
 app = typer.Typer(help="The reference API (FastAPI + uvicorn).", no_args_is_help=False)
@@ -40,6 +43,11 @@ def api(
     if ctx.invoked_subcommand is not None:
         return
     loaded = settings()
+    check_production(loaded, "api")  # refuses defaults, no auth, plaintext (exit 2)
+    try:
+        jwt_authenticator(loaded)  # a JWKS file that cannot be used: one line, exit 2
+    except ValueError as exc:
+        raise ConfigError(f"SIDESTREAM_API_JWT_JWKS: {exc}") from None
     target: Path | None = None
     # With port 0 the bound port is known only once serving: it goes to the ready file.
     if loaded.profile == "local" and port != 0:

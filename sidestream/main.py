@@ -17,6 +17,7 @@ from sidestream import (
     notifications_cmd,
     replay_cmd,
     schemas_cmd,
+    tenants_cmd,
     topics_cmd,
     worker,
 )
@@ -72,6 +73,8 @@ app.add_typer(dlq_cmd.app, name="dlq")
 app.command("lag")(lag_cmd.lag)
 _developer_command("bench", "sidestream.bench_cmd", "Benchmarks scored against baselines.")
 _developer_command("chaos", "sidestream.chaos_cmd", "Fault scenarios on private stacks.")
+app.add_typer(tenants_cmd.tenants_app, name="tenants")
+app.add_typer(tenants_cmd.keys_app, name="keys")
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from runtime.observability import announce_targets, targets_dir
+from runtime.production import check_production
 from services.workers import WORKERS, WorkerArgs, find_worker
 from sidestream.context import console, settings
 
@@ -57,6 +58,7 @@ def run(
     _install_signal_handlers(stop)
     args = WorkerArgs(name, group, tuple(topic) if topic else None, schema)
     config = settings()
+    check_production(config, "worker")  # refuses defaults and plaintext (exit 2)
     if config.profile == "local":
         # `make observe` (sidestream observe) finds local workers through these files.
         announce_targets(targets_dir(Path(config.stack_dir).resolve()), name)

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 import httpx
 
 from devtools.bench.harness import BenchContext, Figure, stop_process
+from runtime.clients import postgres_connect
 from runtime.ports import ReadyFile
 from services import MIGRATION_SOURCES
+from services.api.keys import create_key, create_tenant
 
 __all__ = ["WrkResult", "run"]
 
@@ -66,13 +68,15 @@ class WrkResult:
         return cls(int(total[1]), float(rate[1]), latencies["50"], latencies["99"], errors)
 
 
-def _wrk(url: str, seconds: float) -> WrkResult:
+def _wrk(url: str, seconds: float, token: str = "") -> WrkResult:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is not installed")
     # One thread: it keeps 32 connections busy at far more than one Python process
     # serves, and leaves the CPU to the server.
     command = [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--latency", url]
+    if token:  # authenticated like any client (the key lookup is cached in-process)
+        command[1:1] = ["-H", f"Authorization: Bearer {token}"]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 60, check=False
     )
@@ -147,19 +151,28 @@ def run(ctx: BenchContext) -> list[Figure]:
     seconds = ctx.sizes.seconds(2, 15)
     schema = ctx.schema("api", MIGRATION_SOURCES)
     namespace = ctx.namespace("api")
+    with postgres_connect(ctx.settings, schema=schema, autocommit=True) as conn:
+        create_tenant(conn, _TENANT)
+        token = create_key(
+            conn,
+            _TENANT,
+            scopes=["write"],
+            hash_key=ctx.settings.api_key_hash_secret.get_secret_value().encode(),
+        ).token
+    auth = {"Authorization": f"Bearer {token}"}
     with _server(ctx, schema, namespace) as base:
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=30, headers=auth) as client:
             path = _seed(client, ctx.sizes.pick(10, 100))
         with ctx.console.status(f"wrk, {CONNECTIONS} connections: /healthz, GET (L1)..."):
-            _wrk(base + path, 1)  # warm-up: connections, code paths, the L1
+            _wrk(base + path, 1, token)  # warm-up: connections, code paths, the L1
             healthz = _wrk(base + "/healthz", seconds)
-            cached = _wrk(base + path, seconds)
+            cached = _wrk(base + path, seconds, token)
     with (
         _server(ctx, schema, namespace, "--no-l1") as base,
         ctx.console.status(f"wrk, {CONNECTIONS} connections: GET (Redis only)..."),
     ):
-        _wrk(base + path, 1)
-        redis_only = _wrk(base + path, seconds)
+        _wrk(base + path, 1, token)
+        redis_only = _wrk(base + path, seconds, token)
     note = f"{CONNECTIONS} connections, {seconds:g} s, one project"
     failures = cached.errors + healthz.errors + redis_only.errors
     if failures:

@@ -9,19 +9,23 @@ the L1 subscriber stops, queued events are flushed to Kafka (bounded), pools clo
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from producers import AsyncEventPublisher
 from runtime import Settings
 from services.api import link_hosts, notifications, projects, webhook_endpoints
+from services.api.auth import check_tenant_routes
 from services.api.config import ApiConfig
-from services.api.errors import install_error_handlers
+from services.api.errors import PROBLEM_JSON, install_error_handlers
 from services.api.metrics import ApiMetrics
-from services.api.middleware import RequestMiddleware
+from services.api.middleware import BodyLimitMiddleware, RequestMiddleware
 from services.api.ops import ops_router
 from services.api.resources import open_resources
 
@@ -71,14 +75,21 @@ def create_app(
                 resources.draining = True
                 logger.info("api shutting down: flushing events, closing pools")
 
+    docs = settings.api_docs_enabled
     app = FastAPI(
         title="Sidestream reference API",
         version=API_VERSION,
         description=(
             "Projects per tenant (writes go through the transactional outbox, reads "
-            "through the versioned cache) and notification requests (queued on Kafka)."
+            "through the versioned cache) and notification requests (queued on Kafka). "
+            "Every `/v1/tenants/{tenant}/...` route needs `Authorization: Bearer <API key>` "
+            "of that tenant with the scope its summary names. Errors are "
+            "`application/problem+json` (RFC 9457)."
         ),
         lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.include_router(projects.router)
@@ -86,7 +97,30 @@ def create_app(
     app.include_router(webhook_endpoints.router)
     app.include_router(link_hosts.router)
     app.include_router(ops_router(registry))
+    check_tenant_routes(app)
+    app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(
         RequestMiddleware, metrics=ApiMetrics.for_registry(registry), access_log=config.access_log
     )
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with error responses under the media type they are served
+    as (``application/problem+json``; FastAPI labels every model ``application/json``)."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if status[:1] in "45" and "application/json" in content:
+                        content[PROBLEM_JSON] = content.pop("application/json")
+        app.openapi_schema = document
+    return app.openapi_schema

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from runtime import Settings
 from schemas import Event
@@ -34,8 +34,10 @@ class ApiConfig:
         l1_ttl_s: in-process L1 TTL (``None``: no L1). It bounds staleness only when an
             invalidation message is lost (e.g. while Redis is down).
         l1_max_entries: L1 size bound.
-        rate_limit: per tenant and client (``X-Client-ID``, else the peer address);
-            ``None`` disables limiting.
+        rate_limit: per authenticated principal and the scope a route needs:
+            ``"per-scope"`` takes the limits of ``SIDESTREAM_API_RATE_LIMITS`` over
+            ``SIDESTREAM_API_RATE_LIMIT_WINDOW_S``; a :class:`RateLimit` applies to every
+            scope (tests, benchmarks); ``None`` disables limiting.
         producer: the service name in events and metrics.
         publisher_max_queue: local Kafka queue bound; when full, requests that must
             publish get 503 with ``Retry-After``.
@@ -60,7 +62,7 @@ class ApiConfig:
     list_ttl_s: float = 60.0
     l1_ttl_s: float | None = 2.0
     l1_max_entries: int = 10_000
-    rate_limit: RateLimit | None = field(default_factory=lambda: RateLimit(600, 60.0))
+    rate_limit: RateLimit | Literal["per-scope"] | None = "per-scope"
     producer: str = "sidestream-api"
     publisher_max_queue: int = 100_000
     publisher_config: Mapping[str, Any] = field(default_factory=dict)
@@ -85,6 +87,17 @@ class ApiConfig:
             raise ValueError(f"max_page_size must be in [1, 1000], got {self.max_page_size}")
         if not self.producer:
             raise ValueError("producer must not be empty")
+
+    def rate_limits(self, settings: Settings) -> dict[str, RateLimit] | None:
+        """The limit per scope name (``None``: no limiting)."""
+        if self.rate_limit is None:
+            return None
+        if isinstance(self.rate_limit, RateLimit):
+            return dict.fromkeys(settings.api_rate_limits, self.rate_limit)
+        window = settings.api_rate_limit_window_s
+        return {
+            scope: RateLimit(limit, window) for scope, limit in settings.api_rate_limits.items()
+        }
 
     def schema_for(self, settings: Settings) -> str:
         """The Postgres schema in use."""

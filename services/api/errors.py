@@ -13,14 +13,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from confluent_kafka import KafkaError, KafkaException
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from producers import Backpressure
+from producers import Backpressure, PublishError
 from services.api.context import current_request_id
 from services.api.models import Problem
 from services.cache import LoaderTimeoutError
@@ -29,10 +31,13 @@ from services.ratelimit import RateLimitDecision
 __all__ = [
     "ApiError",
     "ConflictError",
+    "ContentTooLargeError",
+    "ForbiddenError",
     "NotFoundError",
     "PreconditionFailedError",
     "RateLimitedError",
     "ServiceUnavailableError",
+    "UnauthorizedError",
     "install_error_handlers",
     "problem_response",
 ]
@@ -52,6 +57,42 @@ class ApiError(Exception):
         super().__init__(detail or self.title)
         self.detail = detail
         self.headers = dict(headers or {})
+
+
+class UnauthorizedError(ApiError):
+    """No credential, or one that is not valid (unknown, expired, revoked): 401 with a
+    ``WWW-Authenticate`` challenge (RFC 6750: ``error="invalid_token"`` when a token was
+    sent)."""
+
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str, *, invalid: bool = False) -> None:
+        challenge = 'Bearer realm="sidestream"'
+        if invalid:
+            challenge += ', error="invalid_token"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class ForbiddenError(ApiError):
+    """The credential is valid but not for this: another tenant, or a missing scope."""
+
+    status = 403
+    title = "Forbidden"
+
+    def __init__(self, detail: str, *, insufficient_scope: str | None = None) -> None:
+        headers = {}
+        if insufficient_scope is not None:
+            headers["WWW-Authenticate"] = (
+                f'Bearer realm="sidestream", error="insufficient_scope", '
+                f'scope="{insufficient_scope}"'
+            )
+        super().__init__(detail, headers=headers)
+
+
+class ContentTooLargeError(ApiError):
+    status = 413
+    title = "Content Too Large"
 
 
 class NotFoundError(ApiError):
@@ -147,13 +188,51 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette's 405 names only the first
+    matching route's)."""
+    methods: set[str] = set()
+    path = request.url.path
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(route.methods or ())
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
     return problem_response(
         exc.status_code,
         _TITLES.get(exc.status_code, "Error"),
         str(exc.detail) if exc.detail else None,
-        headers=exc.headers,
+        headers=headers,
+    )
+
+
+async def _publish_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PublishError)
+    cause = exc.__cause__
+    error = cause.args[0] if isinstance(cause, KafkaException) and cause.args else None
+    if isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        return problem_response(
+            413, "Content Too Large", "the encoded event is larger than the broker accepts"
+        )
+    logger.warning("%s", exc)
+    return problem_response(
+        503, "Service Unavailable", "the event could not be queued", headers={"Retry-After": "1"}
+    )
+
+
+async def _data_error(_request: Request, exc: Exception) -> JSONResponse:
+    # A value the schema let through but Postgres refuses (class 22): the caller's data,
+    # not our failure. Validation should catch these first; this keeps it a 4xx.
+    logger.warning("database refused a value: %s", type(exc).__name__)
+    return problem_response(
+        422, "Unprocessable Content", "a value cannot be stored (e.g. out of range)"
     )
 
 
@@ -198,17 +277,35 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
     app.add_exception_handler(LoaderTimeoutError, _loader_timeout)
+    app.add_exception_handler(PublishError, _publish_error)
+    app.add_exception_handler(psycopg.errors.DataError, _data_error)
 
 
 #: OpenAPI descriptions of the error responses, per status.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The body is not valid JSON (or not UTF-8)."},
+    401: {
+        "model": Problem,
+        "description": "No valid credential: missing, unknown, expired or revoked.",
+        "headers": {
+            "WWW-Authenticate": {
+                "description": 'The challenge: `Bearer realm="sidestream"`.',
+                "schema": {"type": "string"},
+            }
+        },
+    },
+    403: {
+        "model": Problem,
+        "description": "The credential belongs to another tenant, or lacks the scope.",
+    },
+    413: {"model": Problem, "description": "The body (or the event it makes) is too large."},
     404: {"model": Problem, "description": "No such project in this tenant."},
     409: {"model": Problem, "description": "Another live project of the tenant has this name."},
     412: {"model": Problem, "description": "`If-Match` does not name the current version."},
     422: {"model": Problem, "description": "The request does not match the schema."},
     429: {
         "model": Problem,
-        "description": "Rate limit exceeded (per tenant and client).",
+        "description": "Rate limit exceeded (per authenticated principal and scope).",
         "headers": {
             name: {"description": doc, "schema": {"type": "integer"}}
             for name, doc in (

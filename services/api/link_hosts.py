@@ -21,19 +21,19 @@ from collections.abc import Mapping
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from schemas import AuditEvent, AuditOutcome
-from services.api.deps import Context, RequestContext
-from services.api.errors import error_responses
+from services.api.auth import Scope, require_scope, tenant_router
+from services.api.deps import RequestContext
 from services.api.webhook_endpoints import UnprocessableError
 
 __all__ = ["LinkHosts", "check_links", "find_links", "router"]
 
 # The auth branch swaps these for ``require_scope(...)`` like every tenant route.
-ReadContext = Context
-WriteContext = Context
+# Reading needs `read`; changing where a tenant's emails may link needs `admin`.
+ReadContext = Annotated[RequestContext, require_scope(Scope.READ)]
+WriteContext = Annotated[RequestContext, require_scope(Scope.ADMIN)]
 
 _LINK = re.compile(
     r"""(?ix)
@@ -55,11 +55,7 @@ Host = Annotated[
     ),
 ]
 
-router = APIRouter(
-    prefix="/v1/tenants/{tenant}/link-hosts",
-    tags=["email link allowlist"],
-    responses=error_responses(422, 429, 503),
-)
+router = tenant_router("/link-hosts", tags=["email link allowlist"])
 
 
 class LinkHosts(BaseModel):

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.context import (
@@ -25,7 +26,7 @@ from services.api.errors import problem_response
 from services.api.metrics import ApiMetrics
 from services.ratelimit import RateLimitDecision
 
-__all__ = ["RATE_LIMIT_STATE", "RequestMiddleware"]
+__all__ = ["RATE_LIMIT_STATE", "BodyLimitMiddleware", "RequestMiddleware"]
 
 logger = logging.getLogger("services.api.access")
 
@@ -114,3 +115,46 @@ class RequestMiddleware:
                     },
                 )
             unbind_request_id(token)
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with 413, while they are read.
+
+    A ``Content-Length`` above the limit is answered before anything is read; a body
+    without one (chunked) is counted as it arrives, and the read fails at the first chunk
+    past the limit, so at most ``max_bytes`` plus one chunk is ever buffered.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        self.app = app
+        self._max = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self._max:
+                    response = problem_response(
+                        413, "Content Too Large", f"the body exceeds {self._max} bytes"
+                    )
+                    await response(scope, receive, send)
+                    return
+                break
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self._max:
+                    # FastAPI re-raises an HTTPException met while reading the body;
+                    # the app's handler turns it into a problem response.
+                    raise HTTPException(413, f"the body exceeds {self._max} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -13,10 +13,12 @@ import uuid
 from typing import Annotated
 
 import uuid6
-from fastapi import APIRouter, Header, status
+from fastapi import Header, status
+from pydantic.json_schema import SkipJsonSchema
 
 from schemas import NotificationRequested
-from services.api.deps import Context
+from services.api.auth import Scope, require_scope, tenant_router
+from services.api.deps import RequestContext
 from services.api.errors import error_responses
 from services.api.link_hosts import check_links
 from services.api.models import NotificationAccepted, NotificationCreate, WebhookNotification
@@ -27,25 +29,23 @@ __all__ = ["router"]
 # Notification ids derived from an Idempotency-Key live in their own UUID namespace.
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("7b0f3e8e-52f4-4c55-9a0b-2a3c0f1e9d11")
 
-router = APIRouter(
-    prefix="/v1/tenants/{tenant}/notifications",
-    tags=["notifications"],
-    responses=error_responses(422, 429, 503),
-)
+router = tenant_router("/notifications", tags=["notifications"])
 
 
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=NotificationAccepted,
-    summary="Request a notification (queued; delivered asynchronously)",
+    responses=error_responses(400, 413),
+    summary="Request a notification (queued; delivered asynchronously; scope: notify)",
 )
 async def request_notification(
     body: NotificationCreate,
-    ctx: Context,
+    ctx: Annotated[RequestContext, require_scope(Scope.NOTIFY)],
     idempotency_key: Annotated[
-        str | None,
+        str | SkipJsonSchema[None],
         Header(
+            min_length=1,
             max_length=200,
             description="Retries with the same key get the same id and are delivered once.",
         ),
@@ -74,7 +74,8 @@ async def request_notification(
         params=body.params,
         dedupe_key=body.dedupe_key or idempotency_key,
     )
-    # Backpressure (queue full) propagates: the error handler answers 503 + Retry-After.
+    # Backpressure (queue full) propagates: the error handler answers 503 + Retry-After;
+    # an event larger than the broker takes (PublishError) becomes a 413.
     await resources.publisher.publish(
         event,
         topic=resources.config.topic(NotificationRequested),

@@ -8,7 +8,6 @@ project; list pages under the tenant's generation counter), loading from the rea
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 from typing import Annotated, Any
@@ -16,19 +15,28 @@ from uuid import UUID
 
 import psycopg
 import uuid6
-from fastapi import APIRouter, Header, Query, Response, status
-from fastapi.exceptions import RequestValidationError
+from fastapi import Header, Query, Response, status
+from pydantic import StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from producers import ProducerError
 from schemas import AnalyticsEvent, AuditEvent, AuditOutcome, ChangeKind, EntityChanged
-from services.api.deps import Caller, Context, RequestContext
+from services.api.auth import Scope, require_scope, tenant_router
+from services.api.deps import Caller, RequestContext
 from services.api.errors import (
     ConflictError,
     NotFoundError,
     PreconditionFailedError,
     error_responses,
 )
-from services.api.models import Project, ProjectCreate, ProjectPage, ProjectPatch, ProjectReplace
+from services.api.models import (
+    NoFinalNewline,
+    Project,
+    ProjectCreate,
+    ProjectPage,
+    ProjectPatch,
+    ProjectReplace,
+)
 from services.api.resources import ApiResources
 from services.api.store import ProjectRow, VersionMismatchError
 from services.cache import NotFound, Versioned
@@ -41,41 +49,51 @@ logger = logging.getLogger(__name__)
 ENTITY_TYPE = "project"
 _JSON = "application/json"
 
-router = APIRouter(
-    prefix="/v1/tenants/{tenant}/projects",
-    tags=["projects"],
-    responses=error_responses(422, 429, 503),
-)
+router = tenant_router("/projects", tags=["projects"])
 
+ReadContext = Annotated[RequestContext, require_scope(Scope.READ)]
+WriteContext = Annotated[RequestContext, require_scope(Scope.WRITE)]
+
+#: ``*`` or one strong entity tag of ASCII digits (a version fits a bigint: 19 digits);
+#: an empty field is no condition, like an absent one.
+IF_MATCH_PATTERN = r'^(|\*|"[0-9]{1,19}")$'
+_INT64_MAX = 2**63 - 1
+
+# SkipJsonSchema: absent is not `null` (a fuzzer would send the text "null").
 IfMatch = Annotated[
-    str | None,
+    Annotated[str, StringConstraints(pattern=IF_MATCH_PATTERN), NoFinalNewline]
+    | SkipJsonSchema[None],
     Header(
         description="Optimistic concurrency: the version (ETag) the change applies to, "
-        'e.g. `"3"`; 412 if the project is at another version.'
+        'e.g. `"3"`, or `*`; 412 if the project is at another version. Anything else '
+        "(lists, weak tags, non-digits) is a 422.",
     ),
 ]
 
 
 def _expected_version(if_match: str | None) -> int | None:
-    if if_match is None or if_match.strip() == "*":
+    """The version ``If-Match`` names (``None`` for absent or ``*``); the header was
+    already checked against :data:`IF_MATCH_PATTERN`. A number beyond a bigint names no
+    version any project can have: -1, which matches nothing (412)."""
+    if not if_match or if_match == "*":
         return None
-    tag = if_match.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
-        raise PreconditionFailedError(f"If-Match {if_match!r} names no version")
-    return int(tag)
+    version = int(if_match.strip('"'))
+    return version if version <= _INT64_MAX else -1
 
 
 def _encode_cursor(project_id: UUID) -> str:
     return base64.urlsafe_b64encode(project_id.bytes).rstrip(b"=").decode()
 
 
+#: What ``_encode_cursor`` makes: 16 bytes in unpadded base64url. The last character
+#: carries 2 spare bits; the decoder ignores them, so every string of this shape decodes.
+#: Empty: the first page, like no cursor.
+CURSOR_PATTERN = r"^([A-Za-z0-9_-]{21}[AQgw])?$"
+
+
 def _decode_cursor(cursor: str) -> UUID:
-    try:
-        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        raise RequestValidationError(
-            [{"loc": ("query", "cursor"), "msg": "not a cursor", "type": "value_error"}]
-        ) from None
+    # The query parameter's pattern admits only what decodes to 16 bytes.
+    return UUID(bytes=base64.urlsafe_b64decode(cursor + "=="))
 
 
 def _project_response(row: ProjectRow, status_code: int = 200, **headers: str) -> Response:
@@ -110,7 +128,14 @@ async def _commit_write(
         resource_id=str(row.id),
         outcome=AuditOutcome.SUCCESS,
         ip=caller.ip,
-        details={**details, "request_id": caller.request_id, "version": str(row.version)},
+        # The authenticated principal, always; actor_id differs from it only when an
+        # act-as principal named the end user.
+        details={
+            **details,
+            "request_id": caller.request_id,
+            "version": str(row.version),
+            "principal": caller.principal_id,
+        },
     )
     changed = EntityChanged.new(
         tenant_id=tenant,
@@ -135,10 +160,10 @@ async def _commit_write(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=Project,
-    responses=error_responses(409),
-    summary="Create a project",
+    responses=error_responses(400, 409, 413),
+    summary="Create a project (scope: write)",
 )
-async def create_project(body: ProjectCreate, ctx: Context) -> Response:
+async def create_project(body: ProjectCreate, ctx: WriteContext) -> Response:
     resources, tenant, caller = ctx.resources, ctx.tenant, ctx.caller
     project_id = uuid6.uuid7()
     fields = body.model_dump(mode="json")
@@ -166,18 +191,20 @@ async def create_project(body: ProjectCreate, ctx: Context) -> Response:
 @router.get(
     "",
     response_model=ProjectPage,
-    summary="List projects (cursor pagination, in creation order)",
+    summary="List projects (cursor pagination, in creation order; scope: read)",
 )
 async def list_projects(
-    ctx: Context,
+    ctx: ReadContext,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 50,
     cursor: Annotated[
-        str | None, Query(max_length=64, description="`next_cursor` of the previous page.")
+        Annotated[str, StringConstraints(pattern=CURSOR_PATTERN), NoFinalNewline]
+        | SkipJsonSchema[None],
+        Query(description="`next_cursor` of the previous page."),
     ] = None,
 ) -> Response:
     resources, tenant = ctx.resources, ctx.tenant
     limit = min(limit, resources.config.max_page_size)
-    after = None if cursor is None else _decode_cursor(cursor)
+    after = _decode_cursor(cursor) if cursor else None
 
     async def load() -> bytes:
         async with resources.read_pool.connection() as conn:
@@ -202,9 +229,9 @@ async def list_projects(
     "/{project_id}",
     response_model=Project,
     responses=error_responses(404),
-    summary="Read a project",
+    summary="Read a project (scope: read)",
 )
-async def get_project(project_id: UUID, ctx: Context) -> Response:
+async def get_project(project_id: UUID, ctx: ReadContext) -> Response:
     resources, tenant = ctx.resources, ctx.tenant
 
     async def load() -> Versioned | NotFound | None:
@@ -284,11 +311,11 @@ async def _update(
 @router.put(
     "/{project_id}",
     response_model=Project,
-    responses=error_responses(404, 409, 412),
-    summary="Replace a project",
+    responses=error_responses(400, 404, 409, 412, 413),
+    summary="Replace a project (scope: write)",
 )
 async def replace_project(
-    project_id: UUID, body: ProjectReplace, ctx: Context, if_match: IfMatch = None
+    project_id: UUID, body: ProjectReplace, ctx: WriteContext, if_match: IfMatch = None
 ) -> Response:
     return await _update(ctx, project_id, body.model_dump(mode="json"), if_match)
 
@@ -296,14 +323,13 @@ async def replace_project(
 @router.patch(
     "/{project_id}",
     response_model=Project,
-    responses=error_responses(404, 409, 412),
-    summary="Change some fields of a project",
+    responses=error_responses(400, 404, 409, 412, 413),
+    summary="Change some fields of a project (scope: write)",
 )
 async def patch_project(
-    project_id: UUID, body: ProjectPatch, ctx: Context, if_match: IfMatch = None
+    project_id: UUID, body: ProjectPatch, ctx: WriteContext, if_match: IfMatch = None
 ) -> Response:
-    changes = {k: v for k, v in body.model_dump(mode="json").items() if v is not None}
-    return await _update(ctx, project_id, changes, if_match)
+    return await _update(ctx, project_id, body.changes(), if_match)
 
 
 @router.delete(
@@ -311,9 +337,9 @@ async def patch_project(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(404, 412),
-    summary="Delete a project",
+    summary="Delete a project (scope: write)",
 )
-async def delete_project(project_id: UUID, ctx: Context, if_match: IfMatch = None) -> Response:
+async def delete_project(project_id: UUID, ctx: WriteContext, if_match: IfMatch = None) -> Response:
     resources, tenant, caller = ctx.resources, ctx.tenant, ctx.caller
     expected = _expected_version(if_match)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,13 +16,14 @@ from redis.asyncio import Redis
 
 from producers import AsyncEventPublisher, EventPublisher
 from runtime import Settings
+from services.api.auth import ApiKeyAuthenticator, BearerAuthenticator, JwtAuthenticator
 from services.api.config import ApiConfig
 from services.api.metrics import ApiMetrics
 from services.api.outbox import AsyncOutbox
 from services.api.store import ProjectStore
 from services.cache import L1, CacheUnavailableError, L1Subscriber, VersionedCache, cache_redis
 from services.entities import collection_of, item_key
-from services.ratelimit import RateLimiter
+from services.ratelimit import RateLimit, RateLimiter
 
 __all__ = ["ApiResources", "open_resources"]
 
@@ -46,6 +47,10 @@ class ApiResources:
     limiter: RateLimiter | None
     publisher: AsyncEventPublisher
     outbox: AsyncOutbox
+    #: API keys and JWTs (``None`` with ``SIDESTREAM_API_AUTH=none``).
+    authenticator: BearerAuthenticator | None = None
+    #: The rate limit per scope (``None``: no limiting).
+    rate_limits: Mapping[str, RateLimit] | None = None
     store: ProjectStore = field(default_factory=ProjectStore)
     draining: bool = False
 
@@ -67,6 +72,24 @@ class ApiResources:
             logger.info("direct invalidation skipped (%s); the consumer will do it", exc)
             return
         self.metrics.write_invalidations.labels("done").inc()
+
+
+def jwt_authenticator(settings: Settings) -> JwtAuthenticator | None:
+    """The JWT authenticator ``settings`` describe, if any (the JWKS file is read now:
+    a missing file fails at start)."""
+    if not settings.api_jwt_jwks:
+        return None
+    # The settings check both are set with a JWKS.
+    assert settings.api_jwt_issuer
+    assert settings.api_jwt_audience
+    return JwtAuthenticator(
+        jwks=settings.api_jwt_jwks,
+        issuer=settings.api_jwt_issuer,
+        audience=settings.api_jwt_audience,
+        algorithms=[a.strip() for a in settings.api_jwt_algorithms.split(",") if a.strip()],
+        tenant_claim=settings.api_jwt_tenant_claim,
+        scope_claim=settings.api_jwt_scope_claim,
+    )
 
 
 def _pool(dsn: str, *, settings: Settings, config: ApiConfig, name: str, schema: str) -> Pool:
@@ -153,13 +176,24 @@ async def open_resources(
                 logger.warning("starting without the invalidation subscription (Redis down?)")
 
         limiter = None
-        if config.rate_limit is not None:
+        rate_limits = config.rate_limits(settings)
+        if rate_limits:
             limiter = RateLimiter(
                 redis=redis,
                 prefix=config.cache_namespace,
-                limit=config.rate_limit,
+                limit=next(iter(rate_limits.values())),
                 name=config.producer,
                 registry=registry,
+            )
+        authenticator = None
+        if settings.api_auth == "keys":
+            authenticator = BearerAuthenticator(
+                ApiKeyAuthenticator(
+                    pool=pool,
+                    hash_key=settings.api_key_hash_secret.get_secret_value().encode(),
+                    cache_ttl_s=settings.api_key_cache_ttl_s,
+                ),
+                jwt_authenticator(settings),
             )
         yield ApiResources(
             settings=settings,
@@ -173,4 +207,6 @@ async def open_resources(
             limiter=limiter,
             publisher=publisher,
             outbox=AsyncOutbox(schema=schema),
+            authenticator=authenticator,
+            rate_limits=rate_limits,
         )

@@ -21,7 +21,7 @@ from uuid import UUID
 
 import psycopg
 import uuid6
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, Response, status
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -40,7 +40,8 @@ from consumers.delivery import (
     redact_url,
 )
 from schemas import AuditEvent, AuditOutcome
-from services.api.deps import Context, RequestContext
+from services.api.auth import Scope, require_scope, tenant_router
+from services.api.deps import RequestContext
 from services.api.errors import ApiError, NotFoundError, error_responses
 
 __all__ = [
@@ -53,16 +54,12 @@ __all__ = [
 ENTITY_TYPE = "webhook_endpoint"
 _GRACE_DEFAULT_S = 86_400
 
-# The auth branch swaps these for ``require_scope(Scope.READ)`` / ``(Scope.ADMIN)``: the
-# routes below are mounted exactly like the projects routes.
-ReadContext = Context
-WriteContext = Context
+# Reading needs `read`; registering, changing and rotating needs `admin` (a signing secret
+# and a delivery target are a tenant's configuration, not ordinary data).
+ReadContext = Annotated[RequestContext, require_scope(Scope.READ)]
+WriteContext = Annotated[RequestContext, require_scope(Scope.ADMIN)]
 
-router = APIRouter(
-    prefix="/v1/tenants/{tenant}/webhook-endpoints",
-    tags=["webhook endpoints"],
-    responses=error_responses(422, 429, 503),
-)
+router = tenant_router("/webhook-endpoints", tags=["webhook endpoints"])
 
 
 class UnprocessableError(ApiError):

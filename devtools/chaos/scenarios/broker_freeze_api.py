@@ -148,7 +148,10 @@ class ApiSource(OutboxSource):
             view_events=False,
             access_log=False,
         )
-        server = ApiServer(stream.settings, config=config, registry=new_registry()).start()
+        # Faults, not authentication, are under test: the local-only open mode (the
+        # writer spreads over many tenants).
+        open_api = stream.settings.with_overrides(api_auth="none")
+        server = ApiServer(open_api, config=config, registry=new_registry()).start()
         stream.run.on_exit(server.stop)
         self.api_writer = ApiWriter(server.url, count=self.count, rate=self.rate, seed=self.seed)
         stream.run.on_exit(self.api_writer.stop)

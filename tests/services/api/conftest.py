@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,13 @@ from prometheus_client import CollectorRegistry
 from consumers import CONSUMER_MIGRATIONS
 from producers import OUTBOX_MIGRATIONS
 from runtime import Settings, new_registry
-from runtime.clients import consumer_config
+from runtime.clients import consumer_config, postgres_connect
 from runtime.migrations import migrate
 from schemas import EVENT_TYPES
 from services import SERVICES_MIGRATIONS
 from services.api import ApiConfig, create_app
+from services.api.auth import TENANT_PATTERN
+from services.api.keys import NewApiKey, create_key, create_tenant, revoke_key
 from services.api.resources import ApiResources
 
 
@@ -67,13 +71,86 @@ def api_config(api_schema: str, api_topics: dict[str, str], key_prefix: str) -> 
     )
 
 
-class RunningApi:
-    """An app whose lifespan is running, and a client that calls it in-process."""
+class TenantKeys:
+    """Makes tenants and API keys in a test's schema (what `sidestream tenants|keys
+    create` do), and remembers one full-scope key per tenant."""
 
-    def __init__(self, app: FastAPI, client: httpx.AsyncClient, registry: CollectorRegistry):
+    def __init__(self, settings: Settings, schema: str) -> None:
+        self._settings = settings
+        self._schema = schema
+        self._hash_key = settings.api_key_hash_secret.get_secret_value().encode()
+        self._default: dict[str, str] = {}
+
+    def key(
+        self,
+        tenant: str,
+        *scopes: str,
+        expires_at: datetime | None = None,
+    ) -> NewApiKey:
+        """A new key of ``tenant`` (created if missing) with ``scopes`` (default: admin)."""
+        with postgres_connect(self._settings, schema=self._schema, autocommit=True) as conn:
+            if (
+                conn.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant,)).fetchone()
+                is None
+            ):
+                create_tenant(conn, tenant)
+            return create_key(
+                conn,
+                tenant,
+                scopes=scopes or ("admin",),
+                hash_key=self._hash_key,
+                expires_at=expires_at,
+            )
+
+    def token(self, tenant: str) -> str:
+        """The tenant's full-scope (admin) key, made on first use."""
+        if tenant not in self._default:
+            self._default[tenant] = self.key(tenant).token
+        return self._default[tenant]
+
+    def revoke(self, key_id: str) -> None:
+        with postgres_connect(self._settings, schema=self._schema, autocommit=True) as conn:
+            assert revoke_key(conn, key_id)
+
+    def headers(self, tenant: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(tenant)}"}
+
+
+class TenantAuth(httpx.Auth):
+    """Sends the admin key of the path's tenant unless the request has its own
+    ``Authorization`` (tests of authentication send theirs, or an empty one)."""
+
+    def __init__(self, keys: TenantKeys) -> None:
+        self.keys = keys
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        parts = request.url.path.split("/")
+        if (
+            "authorization" not in request.headers
+            and parts[1:3] == ["v1", "tenants"]
+            and re.fullmatch(TENANT_PATTERN, parts[3])
+        ):
+            request.headers["Authorization"] = f"Bearer {self.keys.token(parts[3])}"
+        elif request.headers.get("authorization") == "":
+            del request.headers["authorization"]
+        yield request
+
+
+class RunningApi:
+    """An app whose lifespan is running, and a client that calls it in-process (sending
+    the path tenant's admin key unless a request has its own ``Authorization``)."""
+
+    def __init__(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        registry: CollectorRegistry,
+        keys: TenantKeys,
+    ):
         self.app = app
         self.client = client
         self.registry = registry
+        self.keys = keys
 
     @property
     def resources(self) -> ApiResources:
@@ -94,10 +171,15 @@ async def running_api(
 ) -> AsyncIterator[RunningApi]:
     registry = new_registry()
     app = create_app(settings, config=config, registry=registry, **options)
+    keys = TenantKeys(settings, config.schema_for(settings))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=client_address)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield RunningApi(app, client, registry)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://api",
+            auth=TenantAuth(keys) if settings.api_auth == "keys" else None,
+        ) as client:
+            yield RunningApi(app, client, registry, keys)
 
 
 def outbox_rows(conn: psycopg.Connection[Any], schema: str) -> list[tuple[Any, ...]]:

@@ -28,8 +28,9 @@ def test_429_exactly_at_the_limit_under_concurrency(
 
     async def body() -> None:
         async with running_api(stack_settings, config) as api:
+            # A different X-Client-ID per request: the bucket is the principal's anyway.
             burst = await asyncio.gather(
-                *(api.client.get(base, headers={"X-Client-ID": "c1"}) for _ in range(25))
+                *(api.client.get(base, headers={"X-Client-ID": f"c{i}"}) for i in range(25))
             )
             ok = [r for r in burst if r.status_code == 200]
             limited = [r for r in burst if r.status_code == 429]
@@ -46,13 +47,17 @@ def test_429_exactly_at_the_limit_under_concurrency(
                 assert 1 <= int(response.headers["Retry-After"]) <= 6
                 assert response.json()["status"] == 429
                 assert response.headers["content-type"] == "application/problem+json"
-            # Buckets are per tenant and per client.
-            other_client = await api.client.get(base, headers={"X-Client-ID": "c2"})
-            other_tenant = await api.client.get(
-                "/v1/tenants/other/projects", headers={"X-Client-ID": "c1"}
+            # Buckets are per principal (and scope): another key of the same tenant has
+            # its own, and so does a key of another tenant; a write is another scope.
+            other_key = api.keys.key("acme", "read").token
+            other_principal = await api.client.get(
+                base, headers={"Authorization": f"Bearer {other_key}"}
             )
-            assert other_client.status_code == 200
+            other_tenant = await api.client.get("/v1/tenants/other/projects")
+            write = await api.client.post(base, json={"name": "still allowed"})
+            assert other_principal.status_code == 200
             assert other_tenant.status_code == 200
+            assert write.status_code == 201
             assert (
                 api.metric(
                     "sidestream_ratelimit_decisions_total",
@@ -194,8 +199,10 @@ def test_readyz_is_503_when_postgres_is_unreachable(
     api_config: ApiConfig,
     nowhere_port: int,
 ) -> None:
+    # No authentication: keys live in the database that is down here.
     down = stack_settings.with_overrides(
-        postgres_dsn=f"postgresql://postgres@127.0.0.1:{nowhere_port}/sidestream"
+        postgres_dsn=f"postgresql://postgres@127.0.0.1:{nowhere_port}/sidestream",
+        api_auth="none",
     )
     config = dataclasses.replace(api_config, pool_timeout_s=0.5)
 
@@ -259,9 +266,17 @@ def test_openapi_describes_every_route_and_its_errors(
     for (method, path), statuses in expected.items():
         assert statuses <= set(paths[path][method]["responses"]), (method, path)
     assert "Retry-After" in item["get"]["responses"]["429"]["headers"]
-    assert collection["post"]["responses"]["409"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Problem"
-    }
+    # Errors are documented with the media type they are served as.
+    problem = collection["post"]["responses"]["409"]["content"]["application/problem+json"]
+    assert problem["schema"] == {"$ref": "#/components/schemas/Problem"}
+    for method, path in expected:
+        operation = paths[path][method]
+        assert {"401", "403"} <= set(operation["responses"]), (method, path)
+        assert operation["security"] == [{"ApiKey": []}]
+        for status, response in operation["responses"].items():
+            if status[0] in "45":
+                assert set(response["content"]) == {"application/problem+json"}, status
+    assert document["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
     assert {"/metrics", "/healthz", "/readyz"} <= set(paths)
 
 
@@ -270,9 +285,10 @@ def test_an_unexpected_error_is_a_500_problem_with_the_request_id(
 ) -> None:
     # A schema without the projects table: the query fails in a way nobody handles.
     config = dataclasses.replace(api_config, schema=unique("missing"))
+    open_api = stack_settings.with_overrides(api_auth="none")  # no api_keys table either
 
     async def body() -> None:
-        async with running_api(stack_settings, config) as api:
+        async with running_api(open_api, config) as api:
             response = await api.client.get(
                 f"/v1/tenants/acme/projects/{uuid.uuid4()}", headers={"X-Request-ID": "boom-1"}
             )

@@ -94,8 +94,10 @@ def test_crud_writes_outbox_events_in_the_same_transaction(
     assert [e.version for e in changes] == [1, 2, 3, 4]
     assert {e.entity_id for e in changes} == {events[0].resource_id}
     audits = [e for e in events if isinstance(e, AuditEvent)]
+    # The admin key may act for an end user (X-Actor-ID); the event records both.
     assert audits[0].actor_id == "u-7"
-    assert audits[1].actor_id == "anonymous"
+    assert audits[0].details["principal"].startswith("apikey:")
+    assert audits[1].actor_id == audits[0].details["principal"]
     assert audits[0].details["request_id"] == "req-create-1"
     assert audits[0].ip == "10.1.2.3"
     rows = outbox_rows(pg_conn, api_schema)

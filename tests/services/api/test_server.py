@@ -19,6 +19,7 @@ import psycopg
 
 from runtime import Settings
 from runtime.ports import ReadyFile
+from tests.services.api.conftest import TenantKeys
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 20.0) -> bool:
@@ -77,9 +78,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(
         stderr=subprocess.PIPE,
         text=True,
     )
+    auth = TenantKeys(stack_settings, api_schema).headers("acme")
     try:
         url = f"http://{ready_file.wait(process, 'api', timeout=60)}"
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with httpx.Client(base_url=url, timeout=10, headers=auth) as client:
             deadline = time.monotonic() + 30
             while True:
                 try:
@@ -95,7 +97,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(
             result: dict[str, Any] = {}
 
             def patch() -> None:
-                with httpx.Client(base_url=url, timeout=20) as own:
+                with httpx.Client(base_url=url, timeout=20, headers=auth) as own:
                     result["response"] = own.patch(
                         f"/v1/tenants/acme/projects/{pid}",
                         json={"description": "after the lock"},

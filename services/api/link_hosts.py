@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from schemas import AuditEvent, AuditOutcome
 from services.api.auth import Scope, require_scope, tenant_router
 from services.api.deps import RequestContext
+from services.api.errors import error_responses
 from services.api.webhook_endpoints import UnprocessableError
 
 __all__ = ["LinkHosts", "check_links", "find_links", "router"]
@@ -134,7 +135,12 @@ async def get_link_hosts(ctx: ReadContext) -> LinkHosts:
     return LinkHosts(hosts=await _hosts(ctx))
 
 
-@router.put("", response_model=LinkHosts, summary="Replace the hosts emails may link to")
+@router.put(
+    "",
+    response_model=LinkHosts,
+    responses=error_responses(400, 413),
+    summary="Replace the hosts emails may link to",
+)
 async def put_link_hosts(body: LinkHosts, ctx: WriteContext) -> LinkHosts:
     resources, caller = ctx.resources, ctx.caller
     hosts = sorted(set(body.hosts))

@@ -84,7 +84,9 @@ def _storable(value: str) -> str:
 
 Url = Annotated[
     str,
-    StringConstraints(min_length=8, max_length=2000, pattern=r"^[!-~]+$"),
+    # http(s) and printable ASCII in the schema; whether the target is allowed (its
+    # addresses, HTTPS in production) is the target guard's, answered with a 422.
+    StringConstraints(min_length=8, max_length=2000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$"),
     AfterValidator(_storable),
 ]
 EventType = Annotated[
@@ -224,6 +226,7 @@ async def _audit(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=WebhookEndpointCreated,
+    responses=error_responses(400, 413),
     summary="Register a webhook endpoint (its signing secret is in this response only)",
 )
 async def create_endpoint(body: WebhookEndpointCreate, ctx: WriteContext) -> Response:
@@ -288,7 +291,7 @@ async def get_endpoint(endpoint_id: UUID, ctx: ReadContext) -> Response:
 @router.patch(
     "/{endpoint_id}",
     response_model=WebhookEndpoint,
-    responses=error_responses(404),
+    responses=error_responses(400, 404, 413),
     summary="Change a webhook endpoint (a new URL is checked like a new endpoint)",
 )
 async def patch_endpoint(
@@ -329,7 +332,7 @@ async def delete_endpoint(endpoint_id: UUID, ctx: WriteContext) -> Response:
 @router.post(
     "/{endpoint_id}/rotate-secret",
     response_model=RotatedSecret,
-    responses=error_responses(404),
+    responses=error_responses(400, 404, 413),
     summary="Issue a new signing secret; the old one keeps signing for a grace period",
 )
 async def rotate_secret(

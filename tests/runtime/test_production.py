@@ -20,6 +20,7 @@ _SAFE: dict[str, Any] = {
     "redis_url": "rediss://:s3cr3t-redis@cache:6380/0",
     "delivery_webhook_signing_secret": "a-real-signing-secret-1234",
     "api_key_hash_secret": "a-real-hash-secret-5678",
+    "delivery_endpoint_secrets_key": "a-real-endpoint-secrets-key-9012",
     "delivery_webhook_require_https": True,
 }
 
@@ -44,6 +45,7 @@ def test_production_defaults_are_refused_in_one_line_without_secrets() -> None:
     for variable in (
         "SIDESTREAM_DELIVERY_WEBHOOK_SIGNING_SECRET",
         "SIDESTREAM_API_KEY_HASH_SECRET",
+        "SIDESTREAM_DELIVERY_ENDPOINT_SECRETS_KEY",
         "SIDESTREAM_DELIVERY_WEBHOOK_REQUIRE_HTTPS",
         "SIDESTREAM_POSTGRES_DSN needs ?sslmode",
         "SIDESTREAM_REDIS_URL needs rediss://",
@@ -132,3 +134,8 @@ def test_processes_refuse_to_start_with_production_defaults(command: list[str]) 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: production profile:")
     assert "SIDESTREAM_DELIVERY_WEBHOOK_SIGNING_SECRET" in lines[0]
+
+
+def test_private_webhook_targets_are_refused_in_production() -> None:
+    problems = production_problems(production(delivery_allow_private_targets=True))
+    assert any("DELIVERY_ALLOW_PRIVATE_TARGETS" in problem for problem in problems)

@@ -21,7 +21,7 @@ SECRETS = sorted(
 )
 
 
-K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+K8S = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
 
 
 def _data(path: Path, key: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,10 @@ ENV_PREFIX = "SIDESTREAM_"
 #: of it, so a short value keeps local rebalances quick. Production keeps Kafka's default.
 LOCAL_SESSION_TIMEOUT_MS = 6000
 PRODUCTION_SESSION_TIMEOUT_MS = 45000
+
+#: What a Postgres schema name may be (SIDESTREAM_POSTGRES_SCHEMA, every --schema option):
+#: a plain lower-case identifier, safe in libpq options and unquoted SQL.
+SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class Settings(BaseSettings):
@@ -123,7 +128,7 @@ class Settings(BaseSettings):
     )
     postgres_schema: str = Field(
         default="public",
-        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        pattern=rf"^{SCHEMA_PATTERN.pattern}$",
         description="Schema holding Sidestream's tables (a shadow schema for backfills).",
     )
     postgres_pool_min: int = Field(default=1, ge=0)

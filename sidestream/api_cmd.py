@@ -14,14 +14,12 @@ import typer
 from runtime.observability import targets_dir, write_target_file
 from services.api import ApiConfig, create_app, serve
 from sidestream.context import console, settings
+from sidestream.errors import App, SchemaOption, keep_kafka_log
 
-app = typer.Typer(help="The reference API (FastAPI + uvicorn).", no_args_is_help=False)
+app = App(help="The reference API (FastAPI + uvicorn).", no_args_is_help=False)
 
 HostOption = Annotated[str, typer.Option(help="Interface to listen on.")]
-PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
-SchemaOption = Annotated[
-    str | None, typer.Option(help="Postgres schema (default: SIDESTREAM_POSTGRES_SCHEMA).")
-]
+PortOption = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
 NamespaceOption = Annotated[
     str, typer.Option(help="Cache namespace (the invalidation worker must use the same).")
 ]
@@ -40,6 +38,7 @@ def api(
     if ctx.invoked_subcommand is not None:
         return
     loaded = settings()
+    keep_kafka_log()  # a long-running server: report Kafka outages while retrying
     target: Path | None = None
     if loaded.profile == "local":
         # `make observe` (sidestream observe) scrapes the API through this file.

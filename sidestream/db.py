@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import typer
-
 from consumers import CONSUMER_MIGRATIONS
 from producers import OUTBOX_MIGRATIONS
 from runtime.clients import postgres_connect
 from runtime.migrations import MigrationSource, migrate
 from services import SERVICES_MIGRATIONS
 from sidestream.context import console, settings
+from sidestream.errors import App, schema_typed
 
-app = typer.Typer(help="Database schema management.")
+app = App(help="Database schema management.")
 
 #: Every package's migrations, in dependency order.
 MIGRATION_SOURCES: list[MigrationSource] = [
@@ -27,7 +26,7 @@ MIGRATION_SOURCES: list[MigrationSource] = [
 def migrate_command(
     schema: Annotated[
         str | None,
-        typer.Option(help="Target schema (default: SIDESTREAM_POSTGRES_SCHEMA), e.g. a shadow."),
+        schema_typed("Target schema (default: SIDESTREAM_POSTGRES_SCHEMA), e.g. a shadow."),
     ] = None,
 ) -> None:
     """Apply pending migrations (versioned, idempotent, safe to run concurrently)."""

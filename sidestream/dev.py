@@ -7,8 +7,9 @@ from rich.table import Table
 
 from runtime.localstack import LocalStack, ServerStatus
 from sidestream.context import console, settings
+from sidestream.errors import App
 
-app = typer.Typer(help="Start, stop and inspect the local stack (Kafka, Postgres, Redis).")
+app = App(help="Start, stop and inspect the local stack (Kafka, Postgres, Redis).")
 
 
 def _table(statuses: list[ServerStatus]) -> Table:

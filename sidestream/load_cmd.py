@@ -18,8 +18,9 @@ from producers import Backpressure, EventPublisher
 from producers.synthetic import KINDS, Kind, SyntheticEvents
 from runtime import Settings, new_registry
 from sidestream.context import console, settings
+from sidestream.errors import App
 
-app = typer.Typer(help="Generate load.")
+app = App(help="Generate load.")
 
 
 @dataclass

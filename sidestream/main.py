@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
-import typer
-
-from runtime import RuntimeSetupError
 from sidestream import (
     api_cmd,
     db,
@@ -25,13 +20,11 @@ from sidestream import (
 )
 from sidestream.bench import cli as bench_cli
 from sidestream.chaos import cli as chaos_cli
-from sidestream.context import err_console
+from sidestream.errors import App
 
-app = typer.Typer(
+app = App(
     help="Sidestream: take slow side effects off the request path.",
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(db.app, name="db")
@@ -52,9 +45,5 @@ app.add_typer(chaos_cli.app, name="chaos")
 
 
 def main() -> None:
-    """Run the CLI; configuration and stack problems print one line and exit 2."""
-    try:
-        app()
-    except RuntimeSetupError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    """Run the CLI: every failure is one line on stderr (see :mod:`sidestream.errors`)."""
+    app()

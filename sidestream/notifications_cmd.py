@@ -16,12 +16,9 @@ from consumers.delivery import (
 from consumers.delivery.admin import STATUSES
 from runtime.clients import postgres_connect
 from sidestream.context import console, settings
+from sidestream.errors import App, SchemaOption
 
-app = typer.Typer(help="Notification deliveries (email and webhooks).")
-
-SchemaOption = Annotated[
-    str | None, typer.Option(help="Postgres schema (default: SIDESTREAM_POSTGRES_SCHEMA).")
-]
+app = App(help="Notification deliveries (email and webhooks).")
 
 
 @app.command("show")

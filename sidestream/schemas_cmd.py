@@ -9,8 +9,9 @@ import typer
 
 from schemas import AVRO_DIR, check_compatibility, default_catalog
 from sidestream.context import console, err_console
+from sidestream.errors import App
 
-app = typer.Typer(help="Event schemas.")
+app = App(help="Event schemas.")
 
 
 @app.command("check")

@@ -27,10 +27,11 @@ from runtime import ObservabilityServer, Settings
 from runtime.observability import announce_targets, targets_dir
 from sidestream import invalidation_cmd
 from sidestream.context import settings
+from sidestream.errors import App, SchemaOption, keep_kafka_log
 
 logger = logging.getLogger(__name__)
 
-app = typer.Typer(help="Run Sidestream workers.")
+app = App(help="Run Sidestream workers.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +97,7 @@ def run(
     topic: Annotated[
         list[str] | None, typer.Option(help="Topic(s) to read (default: from topics.yaml).")
     ] = None,
-    schema: Annotated[
-        str | None, typer.Option(help="Postgres schema (default: SIDESTREAM_POSTGRES_SCHEMA).")
-    ] = None,
+    schema: SchemaOption = None,
 ) -> None:
     """Run a worker; exit code 0 when it drained cleanly on SIGTERM/SIGINT."""
     runner = WORKERS.get(name)
@@ -110,6 +109,7 @@ def run(
     _install_signal_handlers(stop)
     args = WorkerArgs(name, group, tuple(topic) if topic else None, schema)
     config = settings()
+    keep_kafka_log()  # workers retry: report Kafka outages (one rate-limited line each)
     if config.profile == "local":
         # `make observe` (sidestream observe) finds local workers through these files.
         announce_targets(targets_dir(Path(config.stack_dir).resolve()), name)

@@ -31,7 +31,7 @@ from consumers.ops import (
 from consumers.ops.positions import has_table
 from runtime.clients import kafka_producer, postgres_connect
 from sidestream.context import console, err_console, settings
-from sidestream.errors import App, schema_typed
+from sidestream.errors import App, safe, schema_typed
 
 app = App(help="Dead-letter topics: show them, redrive fixed records.")
 
@@ -114,14 +114,16 @@ def show(
             samples=samples,
         )
     if not summary:
-        console.print(f"{dlq}: no dead letters" + (" match" if chosen != LetterFilter() else ""))
+        console.print(
+            f"{safe(dlq)}: no dead letters" + (" match" if chosen != LetterFilter() else "")
+        )
         return
-    table = Table(title=f"{dlq}: dead letters by error class", title_justify="left")
+    table = Table(title=f"{safe(dlq)}: dead letters by error class", title_justify="left")
     for column in ("error class", "count", "redriven", "at cap", "first", "last"):
         table.add_column(column, justify="left" if column == "error class" else "right")
     for entry in summary:
         table.add_row(
-            entry.error_class,
+            safe(entry.error_class),
             f"{entry.count:,}",
             f"{entry.redriven:,}",
             f"{entry.at_cap:,}",
@@ -132,14 +134,14 @@ def show(
     for entry in summary:
         if not entry.samples:
             continue
-        console.print(f"[bold]{entry.error_class}[/] samples:")
+        console.print(f"[bold]{safe(entry.error_class)}[/] samples:")
         for letter in entry.samples:
             message = " ".join(letter.error_message.split())[:240]
             console.print(
-                f"  {letter.partition}:{letter.offset}  from {letter.source_topic}"
+                f"  {letter.partition}:{letter.offset}  from {safe(letter.source_topic)}"
                 f"[{letter.source_partition}]@{letter.source_offset}"
                 f"  at {_when(letter.dead_lettered_at)}  redriven {letter.redrive_count}x"
-                f"  key={_preview(letter.key)}\n    {message}",
+                f"  key={safe(_preview(letter.key))}\n    {safe(message)}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -187,7 +189,7 @@ def redrive(
         producer.flush(10)
     verb = "would redrive" if dry_run else "redrove"
     console.print(
-        f"{dlq}: {verb} {len(report.redriven):,}; skipped "
+        f"{safe(dlq)}: {verb} {len(report.redriven):,}; skipped "
         f"{len(report.already_redriven):,} already redriven, "
         f"{len(report.repeats):,} repeats of a record redriven once, "
         f"{len(report.at_cap):,} at the redrive cap ({max_redrives})",

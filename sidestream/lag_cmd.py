@@ -23,7 +23,7 @@ from consumers.ops import GroupInspector, LagReport, TopicReader, measure_lag
 from consumers.ops.positions import has_table
 from runtime.clients import postgres_connect
 from sidestream.context import console, settings
-from sidestream.errors import App, schema_typed
+from sidestream.errors import App, safe, schema_typed
 
 app = App(help="Consumer lag per group, topic and partition.")
 
@@ -71,8 +71,8 @@ def render(report: LagReport) -> Group:
         first = True
         for p in group.partitions:
             table.add_row(
-                group.group if first else "",
-                p.topic,
+                safe(group.group) if first else "",
+                safe(p.topic),
                 str(p.partition),
                 _cell(p.postgres_offset),
                 _cell(p.kafka_offset),
@@ -84,7 +84,9 @@ def render(report: LagReport) -> Group:
             )
             first = False
         if not group.partitions:
-            table.add_row(group.group, "-", "", "", "", "", "", "", "", group.activity.summary())
+            table.add_row(
+                safe(group.group), "-", "", "", "", "", "", "", "", group.activity.summary()
+            )
         for topic in group.missing_topics:
             notes.append(f"group {group.group}: topic {topic} no longer exists")
         if group.kafka_error:

@@ -62,7 +62,7 @@ from runtime import Settings
 from runtime.clients import postgres_connect
 from schemas.topics import topic_for
 from sidestream.context import console, err_console, settings
-from sidestream.errors import App, schema_typed
+from sidestream.errors import App, safe, schema_typed, warn
 
 app = App(help="Replay a consumer group: reset offsets, re-run a sink, fill a shadow.")
 
@@ -128,7 +128,10 @@ def _short_note(short: bool) -> None:
 
 
 def _print_plan(plan: ReplayPlan, *, dry_run: bool) -> None:
-    title = f"{'dry run: ' if dry_run else ''}replay {plan.group} on {plan.topic} from {plan.start}"
+    title = (
+        f"{'dry run: ' if dry_run else ''}replay {safe(plan.group)} on {safe(plan.topic)} "
+        f"from {safe(plan.start)}"
+    )
     table = Table(title=title, title_justify="left")
     for column in (
         "partition",
@@ -156,7 +159,7 @@ def _print_plan(plan: ReplayPlan, *, dry_run: bool) -> None:
     console.print(table)
     console.print(
         f"{plan.reprocess:,} records to re-read; offsets in schema {plan.schema}; "
-        f"group {plan.activity.detail} (broker state {plan.activity.state})",
+        f"group {safe(plan.activity.detail)} (broker state {safe(plan.activity.state)})",
         highlight=False,
     )
     _short_note(plan.short_watermarks)
@@ -201,7 +204,9 @@ def _run(
         settings=config, options=options, starts=starts, ends=ends, reader=reader, rate=rate
     )
     columns = (
-        TextColumn(f"[bold]{options.sink}[/] → {options.schema or config.postgres_schema}"),
+        TextColumn(
+            f"[bold]{safe(options.sink)}[/] → {safe(options.schema or config.postgres_schema)}"
+        ),
         BarColumn(),
         MofNCompleteColumn(),
         _RateColumn(),
@@ -218,14 +223,14 @@ def _run(
         outcome = runner.run(stop=stop, on_progress=show)
     if outcome.completed:
         console.print(
-            f"[green]replayed[/] {outcome.done:,} records of group {outcome.group} "
+            f"[green]replayed[/] {outcome.done:,} records of group {safe(outcome.group)} "
             f"in {outcome.seconds:.1f}s",
             highlight=False,
         )
         return
     err_console.print(
         f"stopped after {outcome.done:,} of {outcome.total:,} records; offsets are stored — "
-        f"continue with: {resume_hint}",
+        f"continue with: {safe(resume_hint)}",
         highlight=False,
         soft_wrap=True,
     )
@@ -316,7 +321,7 @@ def replay(
         shadow_ready = target_schema is None or has_table(conn, offsets_schema, "consumer_offsets")
         if target_schema is not None and not dry_run and not resume:
             for name in prepare_shadow_schema(conn, target_schema):
-                console.print(f"shadow schema {target_schema}: applied {name}")
+                console.print(f"shadow schema {safe(target_schema)}: applied {safe(name)}")
             shadow_ready = True
         elif not shadow_ready and not resume:
             console.print(
@@ -382,18 +387,20 @@ def replay(
             partitions=wanted,
         )
         _print_plan(plan, dry_run=dry_run)
+        for line in _plan_warnings(plan, start, shadow=target_schema is not None):
+            warn(line)
         if dry_run:
             return
         result = reset_offsets(plan, conn=conn, groups=groups, force=force)
         if target_schema is not None and wanted is not None:
             _park_other_partitions(conn, reader, groups, plan, force=force)
         console.print(
-            f"[green]reset[/] {len(plan.partitions)} partition(s) of {group} in Postgres"
+            f"[green]reset[/] {len(plan.partitions)} partition(s) of {safe(group)} in Postgres"
             + (" and Kafka" if result.kafka_committed else ""),
             highlight=False,
         )
         if result.kafka_note:
-            err_console.print(f"[yellow]warning:[/] {result.kafka_note}", soft_wrap=True)
+            warn(result.kafka_note)
         if sink is None:
             console.print("restart the group's workers to re-read from the new offsets")
             return
@@ -406,6 +413,31 @@ def replay(
             rate=rate,
             resume_hint=resume_hint,
         )
+
+
+def _plan_warnings(
+    plan: ReplayPlan, start: StartAt, *, shadow: bool, now: datetime | None = None
+) -> list[str]:
+    """What looks like a mistake in a plan: a group with no stored offsets anywhere (a
+    typo makes a new group), or a start time in the future (nothing would be re-read)."""
+    warnings = []
+    if (
+        not shadow
+        and plan.partitions
+        and all(p.postgres_offset is None and p.kafka_offset is None for p in plan.partitions)
+    ):
+        warnings.append(
+            f"group {plan.group} has no stored offsets for {plan.topic} (schema {plan.schema}, "
+            "nor committed in Kafka): is the group name right? `sidestream lag` lists groups"
+        )
+    moment = now or datetime.now(UTC)
+    if isinstance(start, FromTime) and start.when > moment:
+        warnings.append(
+            f"--from-time {start.when.isoformat()} is in the future (now "
+            f"{moment.isoformat(timespec='seconds')}): nothing would be re-read, and the group "
+            "would move to the end of each partition, past records it has not read yet"
+        )
+    return warnings
 
 
 def _park_other_partitions(
@@ -437,7 +469,7 @@ def _park_other_partitions(
 
 
 def _print_resume(group: str, starts: Mapping[Key, int], ends: Mapping[Key, EndOffsets]) -> None:
-    table = Table(title=f"resume {group}", title_justify="left")
+    table = Table(title=f"resume {safe(group)}", title_justify="left")
     for column in ("partition", "stored", "end", "broker end", "left"):
         table.add_column(column, justify="right")
     for key in sorted(ends):

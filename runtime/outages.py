@@ -176,10 +176,10 @@ class KafkaLogReporter:
         if broker is not None:
             failed = _CONNECT_FAILED.search(what) or _RESOLVE_FAILED.search(what)
             if failed is not None or what.lower().startswith("disconnected"):
-                reason = failed.group("reason") if failed else "disconnected"
+                reason = failed.group("reason").rstrip(".") if failed else "disconnected"
+                reason = reason[:1].lower() + reason[1:]
                 if _RESOLVE_FAILED.search(what):
                     reason = f"cannot resolve host: {reason}"
-                reason = reason.rstrip(".").lower() if reason[:1].isupper() else reason
                 return _Line(
                     ("unreachable", broker),
                     logging.WARNING,

@@ -46,4 +46,4 @@ app.add_typer(chaos_cli.app, name="chaos")
 
 def main() -> None:
     """Run the CLI: every failure is one line on stderr (see :mod:`sidestream.errors`)."""
-    app()
+    app(prog_name="sidestream")

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -132,10 +134,14 @@ class Invalidator:
 class L1Subscriber:
     """Keeps one process's L1 honest: evicts keys invalidated by any process.
 
-    Listens on ``<namespace>:invalidations``. Every (re)subscription flushes the L1,
-    because invalidations published while the connection was down are lost; a silent
-    connection is probed with ``PING`` every ``ping_interval`` seconds and dropped when
-    the ``PONG`` does not come back within another ``ping_interval``. Reconnects back off
+    Listens on ``<namespace>:invalidations``. The L1 is used only while the subscription
+    is established: from :meth:`start` until the first subscription, and from the moment
+    a connection is found broken until the next one, the cache neither reads nor fills
+    its L1 (reads go to Redis or the loader), and every (re)subscription flushes it,
+    because invalidations published while the connection was down are lost. A closed
+    connection (Redis stopped or restarted) is noticed at once; a silent one is probed
+    with ``PING`` every ``ping_interval`` seconds and dropped when the ``PONG`` does not
+    come back within another ``ping_interval``. Reconnects back off
     exponentially (with jitter) up to ``max_backoff`` seconds, for as long as it runs.
 
     Use ``async with L1Subscriber(cache):`` or :meth:`start` / :meth:`stop`, one per
@@ -180,6 +186,7 @@ class L1Subscriber:
         """Start listening in a background task (returns at once; see :meth:`wait_subscribed`)."""
         if self._task is not None:
             raise RuntimeError("L1Subscriber already started")
+        self._cache._on_subscription_lost("not_subscribed")
         self._task = asyncio.create_task(self._run(), name=f"l1-subscriber:{self._channel}")
 
     async def wait_subscribed(self, timeout: float) -> bool:
@@ -200,6 +207,7 @@ class L1Subscriber:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         self._subscribed.clear()
+        self._cache._on_subscription_lost("not_subscribed")
 
     async def __aenter__(self) -> L1Subscriber:
         await self.start()
@@ -215,9 +223,14 @@ class L1Subscriber:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=False)
             try:
                 await pubsub.subscribe(self._channel)
+                if pubsub.connection is not None:
+                    # redis-py would reconnect (and resubscribe) a broken connection on its
+                    # own, hiding the gap in which messages were lost: we want to know.
+                    pubsub.connection.retry = Retry(NoBackoff(), 0)
                 await self._listen(pubsub)
             except REDIS_DOWN as exc:
                 self._subscribed.clear()
+                self._cache._on_subscription_lost("subscription_lost")
                 # Back off from the last success, not from the first failure ever.
                 failures = 1 if self.subscriptions > established else failures + 1
                 delay = min(self._max_backoff, 0.05 * 2 ** min(failures, 8))

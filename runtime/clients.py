@@ -62,7 +62,9 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": "lz4",
-            "linger.ms": 5,
+            # Longer locally (settings.linger_ms): fewer, larger batches for a broker that
+            # reads partitions of many one-record batches very slowly.
+            "linger.ms": settings.linger_ms,
         }
     )
     config.update(overrides)

@@ -28,6 +28,11 @@ ENV_PREFIX = "SIDESTREAM_"
 LOCAL_SESSION_TIMEOUT_MS = 6000
 PRODUCTION_SESSION_TIMEOUT_MS = 45000
 
+#: Producer linger: the local broker reads partitions of many small batches extremely
+#: slowly (README, known limits), so local producers wait longer to group records.
+LOCAL_LINGER_MS = 50
+PRODUCTION_LINGER_MS = 5
+
 #: What a Postgres schema name may be (SIDESTREAM_POSTGRES_SCHEMA, every --schema option):
 #: a plain lower-case identifier, safe in libpq options and unquoted SQL.
 SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -68,6 +73,13 @@ class Settings(BaseSettings):
         default=None,
         gt=0,
         description="Consumer session timeout; defaults to 6000 locally, 45000 in production.",
+    )
+    kafka_linger_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Producer linger.ms; defaults to 50 locally (fewer, larger batches "
+        "for the local broker), 5 in production.",
     )
     kafka_extra: dict[str, str] = Field(
         default_factory=dict,
@@ -213,6 +225,13 @@ class Settings(BaseSettings):
         if self.profile == "local":
             return LOCAL_SESSION_TIMEOUT_MS
         return PRODUCTION_SESSION_TIMEOUT_MS
+
+    @property
+    def linger_ms(self) -> int:
+        """The producer linger in force for this profile."""
+        if self.kafka_linger_ms is not None:
+            return self.kafka_linger_ms
+        return LOCAL_LINGER_MS if self.profile == "local" else PRODUCTION_LINGER_MS
 
     @property
     def kafka_port(self) -> int:

@@ -7,7 +7,6 @@ stopped private broker, and the real stack for bad input.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import signal
 import socket
@@ -26,6 +25,7 @@ import pytest
 from runtime import Settings
 from runtime.localstack.kafka import KafkaServer
 from sidestream.replay_cmd import _plan_warnings
+from tests.sidestream.support import cli, cli_env, dead_servers, live_servers, one_line
 
 
 @pytest.fixture
@@ -34,55 +34,6 @@ def dead_port() -> Iterator[int]:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         yield int(holder.getsockname()[1])
-
-
-def _env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDESTREAM_")}
-    env.update(
-        {
-            "SIDESTREAM_STACK_DIR": str(tmp_path / "stack"),
-            "SIDESTREAM_LOG_FORMAT": "console",
-            "COLUMNS": "200",
-        }
-    )
-    env.update({f"SIDESTREAM_{k.upper()}": v for k, v in settings.items()})
-    return env
-
-
-def cli(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
-    # cwd: a directory without the worktree's .env, so only these settings apply.
-    return subprocess.run(
-        [sys.executable, "-m", "sidestream", *args],
-        env=_env(tmp_path, **settings),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def _one_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
-
-
-def _dead(port: int) -> dict[str, str]:
-    return {
-        "kafka_bootstrap_servers": f"127.0.0.1:{port}",
-        "postgres_dsn": f"postgresql://postgres@127.0.0.1:{port}/sidestream",
-        "redis_url": f"redis://127.0.0.1:{port}/0",
-    }
-
-
-def _live(settings: Settings) -> dict[str, str]:
-    return {
-        "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
-        "postgres_dsn": settings.postgres_dsn.get_secret_value(),
-        "redis_url": settings.redis_url.get_secret_value(),
-    }
 
 
 POSTGRES_COMMANDS = [
@@ -100,9 +51,9 @@ POSTGRES_COMMANDS = [
 def test_postgres_away_is_one_line_and_exit_1(
     tmp_path: Path, dead_port: int, command: tuple[str, ...]
 ) -> None:
-    result = cli(tmp_path, *command, **_dead(dead_port))
+    result = cli(tmp_path, *command, **dead_servers(dead_port))
     assert result.returncode == 1
-    assert _one_line(result) == (
+    assert one_line(result) == (
         f"error: cannot reach Postgres at 127.0.0.1:{dead_port} (connection refused) — "
         "is the stack up? `make up`"
     )
@@ -112,9 +63,9 @@ def test_postgres_away_is_one_line_and_exit_1(
 def test_kafka_away_is_one_line_and_exit_1(
     tmp_path: Path, dead_port: int, command: tuple[str, ...]
 ) -> None:
-    result = cli(tmp_path, *command, **_dead(dead_port))
+    result = cli(tmp_path, *command, **dead_servers(dead_port))
     assert result.returncode == 1
-    assert _one_line(result) == (
+    assert one_line(result) == (
         f"error: cannot reach Kafka at 127.0.0.1:{dead_port} (connection refused) — "
         "is the stack up? `make up`"
     )
@@ -131,10 +82,10 @@ def test_kafka_away_is_one_line_and_exit_1(
 def test_kafka_away_with_postgres_up(
     tmp_path: Path, stack_settings: Settings, dead_port: int, command: tuple[str, ...]
 ) -> None:
-    settings = {**_live(stack_settings), "kafka_bootstrap_servers": f"127.0.0.1:{dead_port}"}
+    settings = {**live_servers(stack_settings), "kafka_bootstrap_servers": f"127.0.0.1:{dead_port}"}
     result = cli(tmp_path, *command, **settings)
     assert result.returncode == 1
-    assert _one_line(result).startswith(f"error: cannot reach Kafka at 127.0.0.1:{dead_port} (")
+    assert one_line(result).startswith(f"error: cannot reach Kafka at 127.0.0.1:{dead_port} (")
 
 
 def test_a_stopped_private_broker(tmp_path: Path) -> None:
@@ -146,16 +97,16 @@ def test_a_stopped_private_broker(tmp_path: Path) -> None:
     broker.stop()
     result = cli(tmp_path, "topics", "apply", kafka_bootstrap_servers=f"127.0.0.1:{port}")
     assert result.returncode == 1
-    assert _one_line(result) == (
+    assert one_line(result) == (
         f"error: cannot reach Kafka at 127.0.0.1:{port} (connection refused) — "
         "is the stack up? `make up`"
     )
 
 
 def test_production_profile_names_the_setting_instead(tmp_path: Path, dead_port: int) -> None:
-    result = cli(tmp_path, "topics", "plan", profile="production", **_dead(dead_port))
+    result = cli(tmp_path, "topics", "plan", profile="production", **dead_servers(dead_port))
     assert result.returncode == 1
-    assert _one_line(result).endswith(
+    assert one_line(result).endswith(
         "— check SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS and that the server is up"
     )
 
@@ -165,7 +116,7 @@ def test_a_worker_with_everything_away_says_so_once_and_is_not_ready(
 ) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "sidestream", "worker", "run", "audit"],
-        env=_env(tmp_path, **_dead(dead_port)),
+        env=cli_env(tmp_path, **dead_servers(dead_port)),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -224,9 +175,9 @@ def test_a_worker_with_everything_away_says_so_once_and_is_not_ready(
 def test_configuration_errors_are_one_line_and_exit_2(
     tmp_path: Path, dead_port: int, settings: dict[str, str], expected: str
 ) -> None:
-    result = cli(tmp_path, "topics", "plan", **{**_dead(dead_port), **settings})
+    result = cli(tmp_path, "topics", "plan", **{**dead_servers(dead_port), **settings})
     assert result.returncode == 2
-    assert _one_line(result) == expected
+    assert one_line(result) == expected
 
 
 BAD_SCHEMA_COMMANDS = [
@@ -248,9 +199,9 @@ def test_every_schema_option_is_validated(
     tmp_path: Path, dead_port: int, command: tuple[str, ...]
 ) -> None:
     # Refused before any server is contacted: the dead ports are never reached.
-    result = cli(tmp_path, *command, **_dead(dead_port))
+    result = cli(tmp_path, *command, **dead_servers(dead_port))
     assert result.returncode == 2
-    line = _one_line(result)
+    line = one_line(result)
     assert line.startswith("error: Invalid value for '--")
     assert "invalid schema name" in line
 
@@ -258,7 +209,9 @@ def test_every_schema_option_is_validated(
 def test_a_quote_in_the_schema_creates_nothing(
     tmp_path: Path, stack_settings: Settings, pg_conn: psycopg.Connection[Any]
 ) -> None:
-    result = cli(tmp_path, "db", "migrate", "--schema", 'Bad"Schema', **_live(stack_settings))
+    result = cli(
+        tmp_path, "db", "migrate", "--schema", 'Bad"Schema', **live_servers(stack_settings)
+    )
     assert result.returncode == 2
     found = pg_conn.execute(
         "SELECT count(*) FROM pg_namespace WHERE nspname = 'Bad\"Schema'"
@@ -269,7 +222,7 @@ def test_a_quote_in_the_schema_creates_nothing(
 def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
     result = cli(tmp_path, "api", "--port", "99999")
     assert result.returncode == 2
-    assert _one_line(result) == (
+    assert one_line(result) == (
         "error: Invalid value for '--port': Input should be less than or equal to 65535 "
         "(see `sidestream api --help`)"
     )
@@ -278,20 +231,18 @@ def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
 def test_user_input_is_never_markup(tmp_path: Path, dead_port: int) -> None:
     result = cli(
         tmp_path, "replay", "--group", "g", "--topic", "t", "--from-time", "[/bold]x",
-        **_dead(dead_port),
+        **dead_servers(dead_port),
     )  # fmt: skip
     assert result.returncode == 1
-    line = _one_line(result)
+    line = one_line(result)
     assert "MarkupError" not in line
     assert line.startswith("error: '[/bold]x' is neither a relative time")
 
 
-def test_an_unknown_command_is_one_line(tmp_path: Path) -> None:
+def test_an_unknown_command_isone_line(tmp_path: Path) -> None:
     result = cli(tmp_path, "no-such-command")
     assert result.returncode == 2
-    assert (
-        _one_line(result) == "error: No such command 'no-such-command'. (see `sidestream --help`)"
-    )
+    assert one_line(result) == "error: No such command 'no-such-command'. (see `sidestream --help`)"
 
 
 def test_replay_warns_about_an_unknown_group_and_a_future_start(
@@ -300,7 +251,7 @@ def test_replay_warns_about_an_unknown_group_and_a_future_start(
     topic = make_topic(partitions=2)
     result = cli(
         tmp_path, "replay", "--group", "no-such-group[/red]", "--topic", topic,
-        "--from-time", "2099-01-01T00:00:00Z", "--dry-run", **_live(stack_settings),
+        "--from-time", "2099-01-01T00:00:00Z", "--dry-run", **live_servers(stack_settings),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     warnings = result.stderr.splitlines()

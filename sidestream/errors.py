@@ -155,6 +155,7 @@ def _postgres_line(exc: BaseException, config: Settings) -> str:
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), str(exc))
     # libpq prefixes "connection failed: connection to server at …, port … failed: ".
     detail = first.rpartition(" failed: ")[2] if " failed: " in first else first
+    detail = " ".join(detail.removeprefix("FATAL:").split())
     if isinstance(exc, PoolTimeout):
         return _unreachable(
             "Postgres",

@@ -288,3 +288,22 @@ def test_no_warning_for_a_known_group_or_a_past_start() -> None:
     )
     assert len(shadow) == 1
     assert "in the future" in shadow[0]
+
+
+def test_postgres_that_answers_but_refuses_names_the_fix(
+    tmp_path: Path, stack_settings: Settings, unique: Callable[[str], str]
+) -> None:
+    live = live_servers(stack_settings)
+    missing_db = live["postgres_dsn"].rsplit("/", 1)[0] + "/no_such_database"
+    result = cli(tmp_path, "db", "migrate", **{**live, "postgres_dsn": missing_db})
+    assert result.returncode == 1
+    port = stack_settings.postgres_port
+    assert one_line(result) == (
+        f'error: Postgres at 127.0.0.1:{port}: database "no_such_database" does not exist '
+        "— check SIDESTREAM_POSTGRES_DSN"
+    )
+    unmigrated = cli(tmp_path, "notifications", "show", "--schema", unique("nothing"), **live)
+    assert unmigrated.returncode == 1
+    assert one_line(unmigrated) == (
+        'error: Postgres: relation "notifications" does not exist — run `sidestream db migrate`'
+    )

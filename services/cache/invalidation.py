@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from runtime.outages import LineLimiter
 from services.cache.entry import Entry, Kind, _check_version
 from services.cache.errors import CacheUnavailableError
 from services.cache.keys import Keys
@@ -174,6 +176,9 @@ class L1Subscriber:
         self._max_backoff = max_backoff
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        # A Redis outage retries every max_backoff seconds: one warning a minute.
+        self._outage_lines = LineLimiter(interval_s=60.0, clock=time.monotonic)
+        self._lost_at: float | None = None
         #: How many times the subscription was (re)established.
         self.subscriptions = 0
 
@@ -231,16 +236,22 @@ class L1Subscriber:
             except REDIS_DOWN as exc:
                 self._subscribed.clear()
                 self._cache._on_subscription_lost("subscription_lost")
+                if self._lost_at is None:
+                    self._lost_at = time.monotonic()
                 # Back off from the last success, not from the first failure ever.
                 failures = 1 if self.subscriptions > established else failures + 1
                 delay = min(self._max_backoff, 0.05 * 2 ** min(failures, 8))
                 delay *= random.uniform(0.5, 1.0)
-                logger.warning(
-                    "cache %s: invalidation subscription lost (%s); retrying in %.2fs",
-                    self._cache.keys.namespace,
-                    exc,
-                    delay,
-                )
+                reason = " ".join(str(exc).split())
+                held = self._outage_lines.admit(("lost", reason))
+                if held is not None:
+                    logger.warning(
+                        "cache %s: invalidation subscription lost (%s); L1 off, reads go to "
+                        "Redis or the loader; retrying%s",
+                        self._cache.keys.namespace,
+                        reason,
+                        held,
+                    )
             finally:
                 # A broken connection may fail to close cleanly; it is discarded anyway.
                 with contextlib.suppress(*REDIS_DOWN):
@@ -268,6 +279,13 @@ class L1Subscriber:
                 self.subscriptions += 1
                 self._cache._on_resubscribed()
                 self._subscribed.set()
+                if self._lost_at is not None:
+                    logger.info(
+                        "cache %s: resubscribed after %.1fs; L1 flushed and back on",
+                        self._cache.keys.namespace,
+                        time.monotonic() - self._lost_at,
+                    )
+                    self._lost_at = None
             elif kind == "message":
                 self._on_message(message["data"])
 

@@ -10,7 +10,7 @@ W ?= audit
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: workers chaos chaos-quick replay dlq-show dlq-redrive lag observe observe-down deploy-check tools help setup lock up down status migrate topics worker demo test test-all test-chaos api notifications load bench bench-quick lint fmt typecheck schemas-check clean
+.PHONY: workers chaos chaos-quick replay dlq-show dlq-redrive lag observe observe-down deploy-check tools help setup lock up down status migrate topics reset-topics worker demo test test-all test-chaos api notifications load bench bench-quick lint fmt typecheck schemas-check clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,9 @@ status: $(STAMP) ## Show each local server: PID, address, health
 
 topics: $(STAMP) ## Create missing topics from schemas/topics.yaml and show what differs
 	$(SS) topics apply
+
+reset-topics: $(STAMP) ## Local stack: recreate every topic empty and forget its offsets (stop workers first)
+	$(SS) dev reset-topics --yes
 
 migrate: $(STAMP) ## Create or upgrade every table (versioned, idempotent)
 	$(SS) db migrate

@@ -24,7 +24,7 @@ from consumers.runtime import BatchConfig, BatchRuntime, ExitStatus
 from consumers.sink import Sink, TableSink
 from consumers.sinks import AnalyticsSink, AuditSink, NotificationsSink
 from runtime import ObservabilityServer, Settings
-from runtime.clients import kafka_consumer, kafka_producer, postgres_pool
+from runtime.clients import kafka_consumer, kafka_producer, kafka_reachable, postgres_pool
 from schemas import EventDeserializer
 from schemas.topics import topic_for
 
@@ -122,7 +122,9 @@ def run_worker(
             host=settings.metrics_host,
             port=settings.metrics_port,
             registry=registry,
-            ready=runtime.ready,
+            # Not ready while the brokers are reported unreachable, too (the runtime
+            # itself only knows about the database).
+            ready=lambda: runtime.ready() and kafka_reachable(settings),
         ):
             status = runtime.run(stop)
     finally:

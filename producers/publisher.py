@@ -394,8 +394,13 @@ class EventPublisher:
             if generation == self._generation:
                 self._needs_rebuild.set()
         else:
-            # Transport errors (broker down, ...): librdkafka keeps retrying by itself.
-            logger.warning("producer %s: %s", self._name, error.str())
+            # Transport errors (broker down, ...): librdkafka keeps retrying by itself. The
+            # factories' reporter (runtime.outages) turns them into one rate-limited line.
+            shared = self._config.get("error_cb")
+            if callable(shared):
+                shared(error)
+            else:
+                logger.warning("producer %s: %s", self._name, error.str())
 
     # --- the background thread -------------------------------------------------------------
     def _serve(self) -> None:

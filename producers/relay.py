@@ -56,6 +56,7 @@ from producers.metrics import RelayMetrics
 from producers.outbox import NOTIFY_CHANNEL, outbox_table
 from runtime import Settings
 from runtime.clients import postgres_connect, producer_config
+from runtime.outages import LineLimiter
 
 __all__ = ["BatchResult", "OutboxRelay", "RelayConfig", "RelayStats", "run_relay"]
 
@@ -182,6 +183,8 @@ class OutboxRelay:
         self._schema = schema
         self._clock = clock
         self._metrics = RelayMetrics.for_registry(registry)
+        # While Postgres is away the loop retries every few seconds: one line a minute.
+        self._outage_lines = LineLimiter(interval_s=60.0, clock=time.monotonic)
         self._conn: psycopg.Connection[Any] | None = None
         self._listener: psycopg.Connection[Any] | None = None
         self._producer: Producer | None = None
@@ -225,9 +228,12 @@ class OutboxRelay:
                     failures += 1
                     self._metrics.failures.labels(self._label, "postgres").inc()
                     delay = self._config.backoff(failures)
-                    logger.warning(
-                        "outbox relay: Postgres error (%s); retrying in %.2fs", exc, delay
-                    )
+                    reason = " ".join(str(exc).split("\n", 1)[0].split())
+                    held = self._outage_lines.admit(("postgres", reason))
+                    if held is not None:
+                        logger.warning(
+                            "outbox relay: Postgres error (%s); retrying%s", reason, held
+                        )
                     self._close_connections()
                     stop.wait(delay)
         finally:

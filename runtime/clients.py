@@ -6,24 +6,41 @@ a Redis connection pool, so security options and timeouts are applied everywhere
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 import redis
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from psycopg_pool import ConnectionPool
 
-from runtime.settings import Settings
+from runtime.errors import ConfigError
+from runtime.outages import install_pool_log_filter, reporter_for
+from runtime.settings import SCHEMA_PATTERN, Settings
 
 LOCAL_FETCH_WAIT_MS = 10
 
+_Client = TypeVar("_Client", Producer, Consumer, AdminClient)
+_PROPERTY = re.compile(r'property:?\s*"?(?P<name>[\w.-]+)"?', re.IGNORECASE)
+
 
 def kafka_common_config(settings: Settings) -> dict[str, Any]:
-    """Connection and security properties shared by every Kafka client."""
+    """Connection and security properties shared by every Kafka client.
+
+    librdkafka's log and error events go to the process's
+    :class:`~runtime.outages.KafkaLogReporter` (one readable, rate-limited line per
+    problem) instead of raw ``%3|FAIL`` lines on stderr. A client that needs its own
+    ``error_cb`` may override it and pass non-fatal errors to
+    ``reporter_for(profile).error``.
+    """
+    reporter = reporter_for(settings.profile)
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "security.protocol": settings.kafka_security_protocol,
+        "logger": reporter,
+        "error_cb": reporter.error,
     }
     if settings.kafka_sasl_mechanism:
         config["sasl.mechanism"] = settings.kafka_sasl_mechanism
@@ -45,7 +62,9 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": "lz4",
-            "linger.ms": 5,
+            # Longer locally (settings.linger_ms): fewer, larger batches for a broker that
+            # reads partitions of many one-record batches very slowly.
+            "linger.ms": settings.linger_ms,
         }
     )
     config.update(overrides)
@@ -72,24 +91,76 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     return config
 
 
+def build_kafka_client(
+    factory: Callable[[dict[str, Any]], _Client], config: dict[str, Any], settings: Settings
+) -> _Client:
+    """``factory(config)``, with librdkafka's refusal of a property turned into a
+    :class:`ConfigError` that names the setting it came from."""
+    try:
+        return factory(config)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if not isinstance(error, KafkaError) or error.code() not in (
+            KafkaError._INVALID_ARG,
+            KafkaError._NOT_IMPLEMENTED,
+        ):
+            raise
+        message = error.str()
+        match = _PROPERTY.search(message)
+        name = match.group("name") if match else None
+        if name is not None and name in settings.kafka_extra:
+            where = "SIDESTREAM_KAFKA_EXTRA"
+        else:
+            where = "the SIDESTREAM_KAFKA_* settings"
+        raise ConfigError(
+            f"invalid Kafka client configuration: {message} — check {where}"
+        ) from None
+
+
 def kafka_producer(settings: Settings, **overrides: Any) -> Producer:
-    return Producer(producer_config(settings, **overrides))
+    """An idempotent producer (:func:`producer_config`).
+
+    Raises:
+        ConfigError: librdkafka refused a property (e.g. from ``SIDESTREAM_KAFKA_EXTRA``).
+    """
+    return build_kafka_client(Producer, producer_config(settings, **overrides), settings)
 
 
 def kafka_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
-    return Consumer(consumer_config(settings, group_id, **overrides))
+    """A manual-commit consumer (:func:`consumer_config`); ``ConfigError`` as above."""
+    return build_kafka_client(Consumer, consumer_config(settings, group_id, **overrides), settings)
 
 
 def kafka_admin(settings: Settings, **overrides: Any) -> AdminClient:
+    """An admin client; ``ConfigError`` as above."""
     config = kafka_common_config(settings)
     config.update(overrides)
-    return AdminClient(config)
+    return build_kafka_client(AdminClient, config, settings)
+
+
+def kafka_reachable(settings: Settings) -> bool:
+    """``False`` while this process's Kafka clients report the brokers unreachable (for
+    readiness checks)."""
+    return reporter_for(settings.profile).reachable()
+
+
+def check_schema(schema: str) -> str:
+    """``schema`` if it is a plain lower-case identifier (the pattern of
+    ``SIDESTREAM_POSTGRES_SCHEMA``), else ``ValueError``: it goes into libpq options."""
+    if not SCHEMA_PATTERN.fullmatch(schema):
+        raise ValueError(
+            f"invalid schema name {schema!r}: expected lower-case letters, digits and _ "
+            "(up to 63, not starting with a digit)"
+        )
+    return schema
 
 
 def _search_path(schema: str | None) -> dict[str, Any]:
     # Every connection resolves unqualified table names in the configured schema, so the
-    # same SQL serves the live tables, a shadow schema and a test's private schema.
-    return {"options": f"-c search_path={schema}"} if schema else {}
+    # same SQL serves the live tables, a shadow schema and a test's private schema. The
+    # name goes into a libpq options string: anything but a plain identifier could add
+    # options of its own ("public -c statement_timeout=1"), so it is checked.
+    return {"options": f"-c search_path={check_schema(schema)}"} if schema else {}
 
 
 def postgres_connect(
@@ -114,6 +185,8 @@ def postgres_pool(
 ) -> ConnectionPool:
     """An opened psycopg pool sized from settings, using ``schema`` (default: the
     configured one) as search path; close it on shutdown."""
+    # The pool logs each failed reconnection; the filter makes that one line a minute.
+    install_pool_log_filter(settings.profile)
     pool = ConnectionPool(
         settings.postgres_dsn.get_secret_value(),
         min_size=min(settings.postgres_pool_min, max_size or settings.postgres_pool_max),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,14 @@ DEFAULT_API_RATE_LIMITS: Mapping[str, int] = {
 }
 #: What ``production_allow_insecure`` may name.
 INSECURE_EXCEPTIONS = ("postgres-plaintext", "redis-plaintext", "http-webhooks")
+#: Producer linger: the local broker reads partitions of many small batches extremely
+#: slowly (README, known limits), so local producers wait longer to group records.
+LOCAL_LINGER_MS = 50
+PRODUCTION_LINGER_MS = 5
+
+#: What a Postgres schema name may be (SIDESTREAM_POSTGRES_SCHEMA, every --schema option):
+#: a plain lower-case identifier, safe in libpq options and unquoted SQL.
+SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class Settings(BaseSettings):
@@ -75,6 +84,13 @@ class Settings(BaseSettings):
         default=None,
         gt=0,
         description="Consumer session timeout; defaults to 6000 locally, 45000 in production.",
+    )
+    kafka_linger_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Producer linger.ms; defaults to 50 locally (fewer, larger batches "
+        "for the local broker), 5 in production.",
     )
     kafka_extra: dict[str, str] = Field(
         default_factory=dict,
@@ -148,7 +164,7 @@ class Settings(BaseSettings):
     )
     postgres_schema: str = Field(
         default="public",
-        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        pattern=rf"^{SCHEMA_PATTERN.pattern}$",
         description="Schema holding Sidestream's tables (a shadow schema for backfills).",
     )
     postgres_pool_min: int = Field(default=1, ge=0)
@@ -355,6 +371,12 @@ class Settings(BaseSettings):
     def api_docs_enabled(self) -> bool:
         """Whether the API serves ``/docs`` and ``/openapi.json``."""
         return self.api_docs if self.api_docs is not None else self.profile != "production"
+
+    def linger_ms(self) -> int:
+        """The producer linger in force for this profile."""
+        if self.kafka_linger_ms is not None:
+            return self.kafka_linger_ms
+        return LOCAL_LINGER_MS if self.profile == "local" else PRODUCTION_LINGER_MS
 
     @property
     def kafka_port(self) -> int:

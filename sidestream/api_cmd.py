@@ -17,14 +17,12 @@ from runtime.production import check_production
 from services.api import ApiConfig, create_app, serve
 from services.api.resources import jwt_authenticator
 from sidestream.context import console, settings
+from sidestream.errors import App, SchemaOption, keep_kafka_log
 
-app = typer.Typer(help="The reference API (FastAPI + uvicorn).", no_args_is_help=False)
+app = App(help="The reference API (FastAPI + uvicorn).", no_args_is_help=False)
 
 HostOption = Annotated[str, typer.Option(help="Interface to listen on.")]
-PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
-SchemaOption = Annotated[
-    str | None, typer.Option(help="Postgres schema (default: SIDESTREAM_POSTGRES_SCHEMA).")
-]
+PortOption = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
 NamespaceOption = Annotated[
     str, typer.Option(help="Cache namespace (the invalidation worker must use the same).")
 ]
@@ -48,6 +46,7 @@ def api(
         jwt_authenticator(loaded)  # a JWKS file that cannot be used: one line, exit 2
     except ValueError as exc:
         raise ConfigError(f"SIDESTREAM_API_JWT_JWKS: {exc}") from None
+    keep_kafka_log()  # a long-running server: report Kafka outages while retrying
     target: Path | None = None
     # With port 0 the bound port is known only once serving: it goes to the ready file.
     if loaded.profile == "local" and port != 0:

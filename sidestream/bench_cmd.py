@@ -13,6 +13,7 @@ from devtools.bench import api, cache, e2e, live, publish, sink
 from devtools.bench.harness import BenchContext, Figure, Section, Sizes, scoreboard, write_results
 from devtools.localstack import LocalStack
 from sidestream.context import console, settings
+from sidestream.errors import App
 
 SECTIONS: dict[str, Section] = {
     "publish": publish.run,
@@ -23,7 +24,7 @@ SECTIONS: dict[str, Section] = {
     "live": live.run,
 }
 
-app = typer.Typer(help="Benchmarks against the local stack, scored against same-run baselines.")
+app = App(help="Benchmarks against the local stack, scored against same-run baselines.")
 
 
 @app.callback(invoke_without_command=True)

@@ -20,10 +20,9 @@ from devtools.chaos.runner import run_scenarios
 from devtools.chaos.scenario import SIZES, ChaosContext, Size
 from devtools.chaos.scenarios import SCENARIOS, describe
 from sidestream.context import console, settings
+from sidestream.errors import App
 
-app = typer.Typer(
-    help="Fault scenarios on private stacks: kills, crashes, freezes, cut connections."
-)
+app = App(help="Fault scenarios on private stacks: kills, crashes, freezes, cut connections.")
 
 
 @app.callback(invoke_without_command=True)

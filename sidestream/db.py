@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import typer
-
 from runtime.clients import postgres_connect
 from runtime.migrations import migrate
 from services import MIGRATION_SOURCES
 from sidestream.context import console, settings
+from sidestream.errors import App, schema_typed
 
-app = typer.Typer(help="Database schema management.")
+app = App(help="Database schema management.")
 
 
 @app.command("migrate")
 def migrate_command(
     schema: Annotated[
         str | None,
-        typer.Option(help="Target schema (default: SIDESTREAM_POSTGRES_SCHEMA), e.g. a shadow."),
+        schema_typed("Target schema (default: SIDESTREAM_POSTGRES_SCHEMA), e.g. a shadow."),
     ] = None,
 ) -> None:
     """Apply pending migrations (versioned, idempotent, safe to run concurrently)."""

@@ -9,8 +9,9 @@ import typer
 
 from devtools.demo import DemoError, run_demo
 from sidestream.context import settings
+from sidestream.errors import App
 
-app = typer.Typer(add_completion=False)
+app = App()
 
 
 @app.command()

@@ -10,8 +10,9 @@ import typer
 
 from devtools.deploy import AREAS, DEFAULT_KUBERNETES_VERSION, Finding, run_checks
 from sidestream.context import console
+from sidestream.errors import App
 
-app = typer.Typer(help="Deployment material (deploy/): offline validation.")
+app = App(help="Deployment material (deploy/): offline validation.")
 
 
 @app.callback()

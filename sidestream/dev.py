@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.table import Table
 
+from consumers.ops.positions import forget_topics
 from devtools.localstack import LocalStack, ServerStatus
+from producers import apply_topics, plan_topics
+from runtime.clients import kafka_admin, postgres_connect
+from schemas.topics import load_topics
 from sidestream.context import console, settings
+from sidestream.errors import App, CliError, SchemaOption, safe
 
-app = typer.Typer(help="Start, stop and inspect the local stack (Kafka, Postgres, Redis).")
+app = App(help="Start, stop and inspect the local stack (Kafka, Postgres, Redis).")
 
 
 def _table(statuses: list[ServerStatus]) -> Table:
@@ -45,3 +52,48 @@ def status() -> None:
     console.print(_table(statuses))
     if not all(s.healthy for s in statuses):
         raise typer.Exit(code=1)
+
+
+@app.command("reset-topics")
+def reset_topics(
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Really delete every record of the topics.")
+    ] = False,
+    schema: SchemaOption = None,
+) -> None:
+    """Delete and recreate every topic of topics.yaml (dead-letter topics too) and forget
+    the offsets and redrive ledger kept for them in Postgres. Local stack only; stop the
+    workers first.
+
+    The local broker reads a partition made of many small record batches extremely
+    slowly (README: known limits); a low-rate topic gets there after days of local use.
+    """
+    config = settings()
+    if config.profile != "local":
+        raise CliError(
+            "dev reset-topics deletes every record: it is for the local stack only "
+            "(SIDESTREAM_PROFILE=local)",
+            2,
+        )
+    specs = load_topics()
+    names = [spec.name for spec in specs]
+    if not yes:
+        raise CliError(
+            f"this deletes every record of {len(names)} topics ({', '.join(names)}) and "
+            "their stored offsets: stop the workers, then pass --yes",
+            2,
+        )
+    admin = kafka_admin(config)
+    existing = set(admin.list_topics(timeout=10).topics)
+    gone = [name for name in names if name in existing]
+    if gone:
+        for name, future in admin.delete_topics(gone, operation_timeout=30).items():
+            future.result(timeout=30)
+            console.print(f"deleted {safe(name)}", highlight=False)
+    for line in apply_topics(admin, plan_topics(admin, specs)):
+        console.print(safe(line), highlight=False)
+    target = schema or config.postgres_schema
+    with postgres_connect(config, autocommit=True, connect_timeout=10) as conn:
+        forgotten = forget_topics(conn, target, names)
+    for table, count in forgotten.items():
+        console.print(f"forgot {count} row(s) of {table} in schema {target}", highlight=False)

@@ -10,8 +10,6 @@ and listed. ``--dry-run`` shows what would be sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -23,7 +21,6 @@ from consumers.ops import (
     DeadLetter,
     LetterFilter,
     OffsetRange,
-    OpsError,
     Redriver,
     TopicReader,
     parse_time,
@@ -34,8 +31,9 @@ from consumers.ops import (
 from consumers.ops.positions import has_table
 from runtime.clients import kafka_producer, postgres_connect
 from sidestream.context import console, err_console, settings
+from sidestream.errors import App, safe, schema_typed
 
-app = typer.Typer(help="Dead-letter topics: show them, redrive fixed records.")
+app = App(help="Dead-letter topics: show them, redrive fixed records.")
 
 TopicArg = Annotated[str, typer.Argument(help="Source topic (its dead letters: TOPIC.dlq).")]
 DlqOpt = Annotated[
@@ -55,17 +53,8 @@ OffsetsOpt = Annotated[
 MaxOpt = Annotated[int, typer.Option(min=0, help="Skip records already redriven this many times.")]
 SchemaOpt = Annotated[
     str | None,
-    typer.Option(help="Schema of the dlq_redrives table (default: the configured one)."),
+    schema_typed("Schema of the dlq_redrives table (default: the configured one)."),
 ]
-
-
-@contextmanager
-def _reported_errors() -> Iterator[None]:
-    try:
-        yield
-    except (OpsError, ValueError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
 
 
 def _filter(
@@ -107,58 +96,55 @@ def show(
     schema: SchemaOpt = None,
 ) -> None:
     """Dead letters grouped by error class, with counts and samples."""
-    with _reported_errors():
-        config = settings()
-        dlq = dlq_topic or dead_letter_topic(topic)
-        chosen = _filter(error_class, since, until, offsets)
-        target = schema or config.postgres_schema
-        with (
-            postgres_connect(config, autocommit=True, connect_timeout=10) as conn,
-            TopicReader.from_settings(config) as reader,
-        ):
-            done = (
-                redriven_positions(conn, target, dlq)
-                if has_table(conn, target, "dlq_redrives")
-                else {}
-            )
-            summary = summarize(
-                read_dead_letters(reader, dlq, chosen),
-                redriven=done,
-                max_redrives=max_redrives,
-                samples=samples,
-            )
-        if not summary:
+    config = settings()
+    dlq = dlq_topic or dead_letter_topic(topic)
+    chosen = _filter(error_class, since, until, offsets)
+    target = schema or config.postgres_schema
+    with (
+        postgres_connect(config, autocommit=True, connect_timeout=10) as conn,
+        TopicReader.from_settings(config) as reader,
+    ):
+        done = (
+            redriven_positions(conn, target, dlq) if has_table(conn, target, "dlq_redrives") else {}
+        )
+        summary = summarize(
+            read_dead_letters(reader, dlq, chosen),
+            redriven=done,
+            max_redrives=max_redrives,
+            samples=samples,
+        )
+    if not summary:
+        console.print(
+            f"{safe(dlq)}: no dead letters" + (" match" if chosen != LetterFilter() else "")
+        )
+        return
+    table = Table(title=f"{safe(dlq)}: dead letters by error class", title_justify="left")
+    for column in ("error class", "count", "redriven", "at cap", "first", "last"):
+        table.add_column(column, justify="left" if column == "error class" else "right")
+    for entry in summary:
+        table.add_row(
+            safe(entry.error_class),
+            f"{entry.count:,}",
+            f"{entry.redriven:,}",
+            f"{entry.at_cap:,}",
+            _when(entry.first_at),
+            _when(entry.last_at),
+        )
+    console.print(table)
+    for entry in summary:
+        if not entry.samples:
+            continue
+        console.print(f"[bold]{safe(entry.error_class)}[/] samples:")
+        for letter in entry.samples:
+            message = " ".join(letter.error_message.split())[:240]
             console.print(
-                f"{dlq}: no dead letters" + (" match" if chosen != LetterFilter() else "")
+                f"  {letter.partition}:{letter.offset}  from {safe(letter.source_topic)}"
+                f"[{letter.source_partition}]@{letter.source_offset}"
+                f"  at {_when(letter.dead_lettered_at)}  redriven {letter.redrive_count}x"
+                f"  key={safe(_preview(letter.key))}\n    {safe(message)}",
+                highlight=False,
+                soft_wrap=True,
             )
-            return
-        table = Table(title=f"{dlq}: dead letters by error class", title_justify="left")
-        for column in ("error class", "count", "redriven", "at cap", "first", "last"):
-            table.add_column(column, justify="left" if column == "error class" else "right")
-        for entry in summary:
-            table.add_row(
-                entry.error_class,
-                f"{entry.count:,}",
-                f"{entry.redriven:,}",
-                f"{entry.at_cap:,}",
-                _when(entry.first_at),
-                _when(entry.last_at),
-            )
-        console.print(table)
-        for entry in summary:
-            if not entry.samples:
-                continue
-            console.print(f"[bold]{entry.error_class}[/] samples:")
-            for letter in entry.samples:
-                message = " ".join(letter.error_message.split())[:240]
-                console.print(
-                    f"  {letter.partition}:{letter.offset}  from {letter.source_topic}"
-                    f"[{letter.source_partition}]@{letter.source_offset}"
-                    f"  at {_when(letter.dead_lettered_at)}  redriven {letter.redrive_count}x"
-                    f"  key={_preview(letter.key)}\n    {message}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
 
 
 def _positions(letters: tuple[DeadLetter, ...], limit: int = 20) -> str:
@@ -181,41 +167,40 @@ def redrive(
     ] = False,
 ) -> None:
     """Send chosen dead letters back to their source topic (each at most once)."""
-    with _reported_errors():
-        config = settings()
-        dlq = dlq_topic or dead_letter_topic(topic)
-        chosen = _filter(error_class, since, until, offsets)
-        target = schema or config.postgres_schema
-        producer = kafka_producer(config, **{"client.id": "sidestream-dlq-redrive"})
-        try:
-            with (
-                postgres_connect(config, autocommit=True, connect_timeout=10) as conn,
-                TopicReader.from_settings(config) as reader,
-            ):
-                if not has_table(conn, target, "dlq_redrives"):
-                    raise ValueError(
-                        f"no dlq_redrives table in schema {target}: run `sidestream db migrate`"
-                    )
-                redriver = Redriver(
-                    producer=producer, conn=conn, schema=target, max_redrives=max_redrives
+    config = settings()
+    dlq = dlq_topic or dead_letter_topic(topic)
+    chosen = _filter(error_class, since, until, offsets)
+    target = schema or config.postgres_schema
+    producer = kafka_producer(config, **{"client.id": "sidestream-dlq-redrive"})
+    try:
+        with (
+            postgres_connect(config, autocommit=True, connect_timeout=10) as conn,
+            TopicReader.from_settings(config) as reader,
+        ):
+            if not has_table(conn, target, "dlq_redrives"):
+                raise ValueError(
+                    f"no dlq_redrives table in schema {target}: run `sidestream db migrate`"
                 )
-                report = redriver.redrive(read_dead_letters(reader, dlq, chosen), dry_run=dry_run)
-        finally:
-            producer.flush(10)
-        verb = "would redrive" if dry_run else "redrove"
-        console.print(
-            f"{dlq}: {verb} {len(report.redriven):,}; skipped "
-            f"{len(report.already_redriven):,} already redriven, "
-            f"{len(report.repeats):,} repeats of a record redriven once, "
-            f"{len(report.at_cap):,} at the redrive cap ({max_redrives})",
-            highlight=False,
-        )
-        if report.redriven:
-            console.print(f"  {verb}: {_positions(report.redriven)}", highlight=False)
-        if report.at_cap:
-            err_console.print(
-                f"[yellow]skipped at the redrive cap[/]: {_positions(report.at_cap)} — "
-                "they failed again after every redrive; fix the cause or raise --max-redrives",
-                highlight=False,
-                soft_wrap=True,
+            redriver = Redriver(
+                producer=producer, conn=conn, schema=target, max_redrives=max_redrives
             )
+            report = redriver.redrive(read_dead_letters(reader, dlq, chosen), dry_run=dry_run)
+    finally:
+        producer.flush(10)
+    verb = "would redrive" if dry_run else "redrove"
+    console.print(
+        f"{safe(dlq)}: {verb} {len(report.redriven):,}; skipped "
+        f"{len(report.already_redriven):,} already redriven, "
+        f"{len(report.repeats):,} repeats of a record redriven once, "
+        f"{len(report.at_cap):,} at the redrive cap ({max_redrives})",
+        highlight=False,
+    )
+    if report.redriven:
+        console.print(f"  {verb}: {_positions(report.redriven)}", highlight=False)
+    if report.at_cap:
+        err_console.print(
+            f"[yellow]skipped at the redrive cap[/]: {_positions(report.at_cap)} — "
+            "they failed again after every redrive; fix the cause or raise --max-redrives",
+            highlight=False,
+            soft_wrap=True,
+        )

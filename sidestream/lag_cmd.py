@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -21,21 +19,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from consumers.ops import GroupInspector, LagReport, OpsError, TopicReader, measure_lag
+from consumers.ops import GroupInspector, LagReport, TopicReader, measure_lag
 from consumers.ops.positions import has_table
 from runtime.clients import postgres_connect
-from sidestream.context import console, err_console, settings
+from sidestream.context import console, settings
+from sidestream.errors import App, safe, schema_typed
 
-app = typer.Typer(help="Consumer lag per group, topic and partition.")
-
-
-@contextmanager
-def _reported_errors() -> Iterator[None]:
-    try:
-        yield
-    except (OpsError, ValueError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
+app = App(help="Consumer lag per group, topic and partition.")
 
 
 def _age(seconds: float | None) -> str:
@@ -81,8 +71,8 @@ def render(report: LagReport) -> Group:
         first = True
         for p in group.partitions:
             table.add_row(
-                group.group if first else "",
-                p.topic,
+                safe(group.group) if first else "",
+                safe(p.topic),
                 str(p.partition),
                 _cell(p.postgres_offset),
                 _cell(p.kafka_offset),
@@ -94,7 +84,9 @@ def render(report: LagReport) -> Group:
             )
             first = False
         if not group.partitions:
-            table.add_row(group.group, "-", "", "", "", "", "", "", "", group.activity.summary())
+            table.add_row(
+                safe(group.group), "-", "", "", "", "", "", "", "", group.activity.summary()
+            )
         for topic in group.missing_topics:
             notes.append(f"group {group.group}: topic {topic} no longer exists")
         if group.kafka_error:
@@ -116,7 +108,7 @@ def lag(
         typer.Option("--group", help="Only this group (repeatable; default: every group)."),
     ] = None,
     schema: Annotated[
-        str | None, typer.Option(help="Schema of consumer_offsets (default: the configured one).")
+        str | None, schema_typed("Schema of consumer_offsets (default: the configured one).")
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[
@@ -125,40 +117,39 @@ def lag(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Lag of every consumer group (or --group) in records and in event time."""
-    with _reported_errors():
-        config = settings()
-        target = schema or config.postgres_schema
-        stop = threading.Event()
-        with (
-            postgres_connect(config, autocommit=True, connect_timeout=10) as conn,
-            TopicReader.from_settings(config) as reader,
-        ):
-            if not has_table(conn, target, "consumer_offsets"):
-                raise ValueError(
-                    f"no consumer_offsets table in schema {target}: run `sidestream db migrate`"
-                )
-            groups = GroupInspector.from_settings(config)
+    config = settings()
+    target = schema or config.postgres_schema
+    stop = threading.Event()
+    with (
+        postgres_connect(config, autocommit=True, connect_timeout=10) as conn,
+        TopicReader.from_settings(config) as reader,
+    ):
+        if not has_table(conn, target, "consumer_offsets"):
+            raise ValueError(
+                f"no consumer_offsets table in schema {target}: run `sidestream db migrate`"
+            )
+        groups = GroupInspector.from_settings(config)
 
-            def measure() -> LagReport:
-                return measure_lag(
-                    conn=conn, schema=target, reader=reader, groups=groups, group_ids=group
-                )
+        def measure() -> LagReport:
+            return measure_lag(
+                conn=conn, schema=target, reader=reader, groups=groups, group_ids=group
+            )
 
-            if not watch:
-                report = measure()
-                if as_json:
-                    console.print_json(json.dumps(report.to_dict()))
-                else:
-                    console.print(render(report))
-                return
-            try:
-                if as_json:
-                    while not stop.is_set():
-                        print(json.dumps(measure().to_dict()), flush=True)
-                        stop.wait(interval)
-                else:
-                    with Live(render(measure()), console=console, auto_refresh=False) as live:
-                        while not stop.wait(interval):
-                            live.update(render(measure()), refresh=True)
-            except KeyboardInterrupt:
-                stop.set()
+        if not watch:
+            report = measure()
+            if as_json:
+                console.print_json(json.dumps(report.to_dict()))
+            else:
+                console.print(render(report))
+            return
+        try:
+            if as_json:
+                while not stop.is_set():
+                    print(json.dumps(measure().to_dict()), flush=True)
+                    stop.wait(interval)
+            else:
+                with Live(render(measure()), console=console, auto_refresh=False) as live:
+                    while not stop.wait(interval):
+                        live.update(render(measure()), refresh=True)
+        except KeyboardInterrupt:
+            stop.set()

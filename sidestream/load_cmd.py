@@ -13,8 +13,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from producers.synthetic import KINDS, publish_load
 from sidestream.context import console, settings
+from sidestream.errors import App
 
-app = typer.Typer(help="Generate load.")
+app = App(help="Generate load.")
 
 
 @app.callback(invoke_without_command=True)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
 import typer
 
-from runtime import RuntimeSetupError
 from sidestream import (
     api_cmd,
     db,
@@ -21,13 +19,11 @@ from sidestream import (
     topics_cmd,
     worker,
 )
-from sidestream.context import err_console
+from sidestream.errors import CONFIG_EXIT, App, CliError
 
-app = typer.Typer(
+app = App(
     help="Sidestream: take slow side effects off the request path.",
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
 )
 
 
@@ -46,14 +42,12 @@ def _developer_command(name: str, module: str, summary: str) -> None:
         try:
             command = importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            err_console.print(
-                f"[bold red]error:[/] `sidestream {name}` needs the developer tools "
-                f"({exc.name} is not installed): install the dev extra with `make setup` "
-                "or `pip install 'sidestream\\[dev]'`",
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(code=2) from None
+            raise CliError(
+                f"`sidestream {name}` needs the developer tools ({exc.name} is not "
+                "installed): install the dev extra with `make setup` or "
+                "`pip install 'sidestream[dev]'`",
+                CONFIG_EXIT,
+            ) from None
         command.app(args=context.args, prog_name=f"sidestream {name}")
 
 
@@ -78,9 +72,5 @@ app.add_typer(tenants_cmd.keys_app, name="keys")
 
 
 def main() -> None:
-    """Run the CLI; configuration and stack problems print one line and exit 2."""
-    try:
-        app()
-    except RuntimeSetupError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    """Run the CLI: every failure is one line on stderr (see :mod:`sidestream.errors`)."""
+    app(prog_name="sidestream")

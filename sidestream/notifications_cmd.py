@@ -16,12 +16,9 @@ from consumers.delivery import (
 from consumers.delivery.admin import STATUSES
 from runtime.clients import postgres_connect
 from sidestream.context import console, settings
+from sidestream.errors import App, SchemaOption, safe
 
-app = typer.Typer(help="Notification deliveries (email and webhooks).")
-
-SchemaOption = Annotated[
-    str | None, typer.Option(help="Postgres schema (default: SIDESTREAM_POSTGRES_SCHEMA).")
-]
+app = App(help="Notification deliveries (email and webhooks).")
 
 
 @app.command("show")
@@ -56,14 +53,15 @@ def show(
             if row.status == "pending"
             else (row.last_error or "")
         )
+        # Recipients, templates and errors come from API callers: never markup.
         table.add_row(
             str(row.notification_id),
-            row.channel,
-            row.recipient,
-            row.template,
-            row.status,
+            safe(row.channel),
+            safe(row.recipient),
+            safe(row.template),
+            safe(row.status),
             str(row.attempts),
-            detail[:80],
+            safe(detail[:80]),
         )
     console.print(table)
 

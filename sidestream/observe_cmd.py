@@ -35,6 +35,7 @@ from devtools.localstack.server import LocalServer
 from runtime import StackError
 from runtime.observability import targets_dir, write_target_file
 from sidestream.context import console, settings
+from sidestream.errors import App
 
 __all__ = [
     "DEFAULT_PORT",
@@ -53,7 +54,7 @@ JOB = "sidestream"
 
 _TARGET_FILE = re.compile(r"^(?P<component>[a-z0-9-]+)-(?P<pid>\d+|static)\.json$")
 
-app = typer.Typer(help="A local Prometheus scraping the local stack (make observe).")
+app = App(help="A local Prometheus scraping the local stack (make observe).")
 
 
 # --------------------------------------------------------------------------------------

@@ -44,7 +44,6 @@ from consumers.ops import (
     FromBeginning,
     FromTime,
     GroupInspector,
-    OpsError,
     ReplayPlan,
     ReplayProgress,
     ReplayRunner,
@@ -63,23 +62,14 @@ from runtime import Settings
 from runtime.clients import postgres_connect
 from schemas.topics import topic_for
 from sidestream.context import console, err_console, settings
+from sidestream.errors import App, safe, schema_typed, warn
 
-app = typer.Typer(help="Replay a consumer group: reset offsets, re-run a sink, fill a shadow.")
+app = App(help="Replay a consumer group: reset offsets, re-run a sink, fill a shadow.")
 
 Key = tuple[str, int]
 
 #: An offset beyond any partition's end: clamped to the end.
 _PAST_ANY_END = 2**62
-
-
-@contextmanager
-def _reported_errors() -> Iterator[None]:
-    """Operator mistakes and refusals: one red line and exit code 1, no traceback."""
-    try:
-        yield
-    except (OpsError, ValueError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
 
 
 def _partitions(text: str | None) -> list[int] | None:
@@ -138,7 +128,10 @@ def _short_note(short: bool) -> None:
 
 
 def _print_plan(plan: ReplayPlan, *, dry_run: bool) -> None:
-    title = f"{'dry run: ' if dry_run else ''}replay {plan.group} on {plan.topic} from {plan.start}"
+    title = (
+        f"{'dry run: ' if dry_run else ''}replay {safe(plan.group)} on {safe(plan.topic)} "
+        f"from {safe(plan.start)}"
+    )
     table = Table(title=title, title_justify="left")
     for column in (
         "partition",
@@ -166,7 +159,7 @@ def _print_plan(plan: ReplayPlan, *, dry_run: bool) -> None:
     console.print(table)
     console.print(
         f"{plan.reprocess:,} records to re-read; offsets in schema {plan.schema}; "
-        f"group {plan.activity.detail} (broker state {plan.activity.state})",
+        f"group {safe(plan.activity.detail)} (broker state {safe(plan.activity.state)})",
         highlight=False,
     )
     _short_note(plan.short_watermarks)
@@ -211,7 +204,9 @@ def _run(
         settings=config, options=options, starts=starts, ends=ends, reader=reader, rate=rate
     )
     columns = (
-        TextColumn(f"[bold]{options.sink}[/] → {options.schema or config.postgres_schema}"),
+        TextColumn(
+            f"[bold]{safe(options.sink)}[/] → {safe(options.schema or config.postgres_schema)}"
+        ),
         BarColumn(),
         MofNCompleteColumn(),
         _RateColumn(),
@@ -228,14 +223,14 @@ def _run(
         outcome = runner.run(stop=stop, on_progress=show)
     if outcome.completed:
         console.print(
-            f"[green]replayed[/] {outcome.done:,} records of group {outcome.group} "
+            f"[green]replayed[/] {outcome.done:,} records of group {safe(outcome.group)} "
             f"in {outcome.seconds:.1f}s",
             highlight=False,
         )
         return
     err_console.print(
         f"stopped after {outcome.done:,} of {outcome.total:,} records; offsets are stored — "
-        f"continue with: {resume_hint}",
+        f"continue with: {safe(resume_hint)}",
         highlight=False,
         soft_wrap=True,
     )
@@ -272,11 +267,11 @@ def replay(
     ] = None,
     target_schema: Annotated[
         str | None,
-        typer.Option(help="Replay into this shadow schema (migrated first); needs --sink."),
+        schema_typed("Replay into this shadow schema (migrated first); needs --sink."),
     ] = None,
     schema: Annotated[
         str | None,
-        typer.Option(help="Schema of the live tables and offsets (default: the configured one)."),
+        schema_typed("Schema of the live tables and offsets (default: the configured one)."),
     ] = None,
     rate: Annotated[
         float | None, typer.Option(min=0.001, help="At most this many records per second.")
@@ -296,131 +291,153 @@ def replay(
     ] = False,
 ) -> None:
     """Reset a consumer group to a time, an offset or the beginning; optionally re-run it."""
-    with _reported_errors():
-        config = settings()
-        if sink is not None and sink not in SINKS:
-            raise ValueError(f"unknown sink {sink!r}; choose one of {', '.join(sorted(SINKS))}")
-        if (target_schema or rate is not None) and sink is None:
-            raise ValueError("--target-schema and --rate need --sink (the sink to run)")
-        live_schema = schema or config.postgres_schema
-        if target_schema is not None and target_schema == live_schema:
-            raise ValueError("the shadow schema must differ from the live one")
-        if sink is not None:
-            topic = topic or topic_for(SINKS[sink]().event_type)
-            if group is None:
-                group = (
-                    shadow_group_id(sink, target_schema) if target_schema else group_id_for(sink)
-                )
-        if topic is None or group is None:
-            raise ValueError("--group and --topic are required without --sink")
-        offsets_schema = target_schema or live_schema
-        wanted = _partitions(partitions)
-        start = None if resume else _start_at(from_time, to_offset, from_beginning)
-        if resume and (from_time or to_offset or from_beginning):
-            raise ValueError("--resume continues from the stored offsets: give no start point")
-        if resume and sink is None:
-            raise ValueError("--resume needs --sink (the sink to run)")
+    config = settings()
+    if sink is not None and sink not in SINKS:
+        raise ValueError(f"unknown sink {sink!r}; choose one of {', '.join(sorted(SINKS))}")
+    if (target_schema or rate is not None) and sink is None:
+        raise ValueError("--target-schema and --rate need --sink (the sink to run)")
+    live_schema = schema or config.postgres_schema
+    if target_schema is not None and target_schema == live_schema:
+        raise ValueError("the shadow schema must differ from the live one")
+    if sink is not None:
+        topic = topic or topic_for(SINKS[sink]().event_type)
+        if group is None:
+            group = shadow_group_id(sink, target_schema) if target_schema else group_id_for(sink)
+    if topic is None or group is None:
+        raise ValueError("--group and --topic are required without --sink")
+    offsets_schema = target_schema or live_schema
+    wanted = _partitions(partitions)
+    start = None if resume else _start_at(from_time, to_offset, from_beginning)
+    if resume and (from_time or to_offset or from_beginning):
+        raise ValueError("--resume continues from the stored offsets: give no start point")
+    if resume and sink is None:
+        raise ValueError("--resume needs --sink (the sink to run)")
 
-        with (
-            postgres_connect(config, autocommit=True, connect_timeout=10) as conn,
-            TopicReader.from_settings(config) as reader,
-        ):
-            groups = GroupInspector.from_settings(config)
-            shadow_ready = target_schema is None or has_table(
-                conn, offsets_schema, "consumer_offsets"
-            )
-            if target_schema is not None and not dry_run and not resume:
-                for name in prepare_shadow_schema(conn, target_schema):
-                    console.print(f"shadow schema {target_schema}: applied {name}")
-                shadow_ready = True
-            elif not shadow_ready and not resume:
-                console.print(
-                    f"shadow schema {target_schema} does not exist yet: it would be created "
-                    "and migrated",
-                    highlight=False,
-                )
-
-            options = WorkerOptions(
-                sink=sink or "",
-                group_id=group,
-                topics=(topic,),
-                schema=target_schema or schema,
-            )
-            resume_hint = (
-                f"sidestream replay --sink {sink} --group {group} --topic {topic}"
-                + (f" --target-schema {target_schema}" if target_schema else "")
-                + (f" --schema {schema}" if schema else "")
-                + (f" --partitions {partitions}" if partitions else "")
-                + (f" --rate {rate:g}" if rate else "")
-                + " --resume"
-            )
-            if start is None:
-                stored = stored_offsets(conn, offsets_schema, group, topic) if shadow_ready else {}
-                if not any(offset is not None for offset in stored.values()):
-                    raise ValueError(
-                        f"group {group} has no offsets for {topic} in schema {offsets_schema}: "
-                        "nothing to resume; start a replay with --from-time, --to-offset or "
-                        "--from-beginning"
-                    )
-                starts, ends = resume_points(
-                    conn=conn,
-                    schema=offsets_schema,
-                    reader=reader,
-                    group=group,
-                    topic=topic,
-                    partitions=wanted,
-                )
-                _print_resume(group, starts, ends)
-                if dry_run:
-                    return
-                _run(
-                    config,
-                    reader=reader,
-                    options=options,
-                    starts=starts,
-                    ends={key: e.end for key, e in ends.items()},
-                    rate=rate,
-                    resume_hint=resume_hint,
-                )
-                return
-
-            plan = plan_replay(
-                conn=conn,
-                # An unmigrated shadow holds no offsets: plan from nothing (the live schema
-                # has no rows for the shadow group either).
-                schema=offsets_schema if shadow_ready else live_schema,
-                reader=reader,
-                groups=groups,
-                group=group,
-                topic=topic,
-                start=start,
-                partitions=wanted,
-            )
-            _print_plan(plan, dry_run=dry_run)
-            if dry_run:
-                return
-            result = reset_offsets(plan, conn=conn, groups=groups, force=force)
-            if target_schema is not None and wanted is not None:
-                _park_other_partitions(conn, reader, groups, plan, force=force)
+    with (
+        postgres_connect(config, autocommit=True, connect_timeout=10) as conn,
+        TopicReader.from_settings(config) as reader,
+    ):
+        groups = GroupInspector.from_settings(config)
+        shadow_ready = target_schema is None or has_table(conn, offsets_schema, "consumer_offsets")
+        if target_schema is not None and not dry_run and not resume:
+            for name in prepare_shadow_schema(conn, target_schema):
+                console.print(f"shadow schema {safe(target_schema)}: applied {safe(name)}")
+            shadow_ready = True
+        elif not shadow_ready and not resume:
             console.print(
-                f"[green]reset[/] {len(plan.partitions)} partition(s) of {group} in Postgres"
-                + (" and Kafka" if result.kafka_committed else ""),
+                f"shadow schema {target_schema} does not exist yet: it would be created "
+                "and migrated",
                 highlight=False,
             )
-            if result.kafka_note:
-                err_console.print(f"[yellow]warning:[/] {result.kafka_note}", soft_wrap=True)
-            if sink is None:
-                console.print("restart the group's workers to re-read from the new offsets")
+
+        options = WorkerOptions(
+            sink=sink or "",
+            group_id=group,
+            topics=(topic,),
+            schema=target_schema or schema,
+        )
+        resume_hint = (
+            f"sidestream replay --sink {sink} --group {group} --topic {topic}"
+            + (f" --target-schema {target_schema}" if target_schema else "")
+            + (f" --schema {schema}" if schema else "")
+            + (f" --partitions {partitions}" if partitions else "")
+            + (f" --rate {rate:g}" if rate else "")
+            + " --resume"
+        )
+        if start is None:
+            stored = stored_offsets(conn, offsets_schema, group, topic) if shadow_ready else {}
+            if not any(offset is not None for offset in stored.values()):
+                raise ValueError(
+                    f"group {group} has no offsets for {topic} in schema {offsets_schema}: "
+                    "nothing to resume; start a replay with --from-time, --to-offset or "
+                    "--from-beginning"
+                )
+            starts, ends = resume_points(
+                conn=conn,
+                schema=offsets_schema,
+                reader=reader,
+                group=group,
+                topic=topic,
+                partitions=wanted,
+            )
+            _print_resume(group, starts, ends)
+            if dry_run:
                 return
             _run(
                 config,
                 reader=reader,
                 options=options,
-                starts=plan.new_offsets,
-                ends=plan.ends,
+                starts=starts,
+                ends={key: e.end for key, e in ends.items()},
                 rate=rate,
                 resume_hint=resume_hint,
             )
+            return
+
+        plan = plan_replay(
+            conn=conn,
+            # An unmigrated shadow holds no offsets: plan from nothing (the live schema
+            # has no rows for the shadow group either).
+            schema=offsets_schema if shadow_ready else live_schema,
+            reader=reader,
+            groups=groups,
+            group=group,
+            topic=topic,
+            start=start,
+            partitions=wanted,
+        )
+        _print_plan(plan, dry_run=dry_run)
+        for line in _plan_warnings(plan, start, shadow=target_schema is not None):
+            warn(line)
+        if dry_run:
+            return
+        result = reset_offsets(plan, conn=conn, groups=groups, force=force)
+        if target_schema is not None and wanted is not None:
+            _park_other_partitions(conn, reader, groups, plan, force=force)
+        console.print(
+            f"[green]reset[/] {len(plan.partitions)} partition(s) of {safe(group)} in Postgres"
+            + (" and Kafka" if result.kafka_committed else ""),
+            highlight=False,
+        )
+        if result.kafka_note:
+            warn(result.kafka_note)
+        if sink is None:
+            console.print("restart the group's workers to re-read from the new offsets")
+            return
+        _run(
+            config,
+            reader=reader,
+            options=options,
+            starts=plan.new_offsets,
+            ends=plan.ends,
+            rate=rate,
+            resume_hint=resume_hint,
+        )
+
+
+def _plan_warnings(
+    plan: ReplayPlan, start: StartAt, *, shadow: bool, now: datetime | None = None
+) -> list[str]:
+    """What looks like a mistake in a plan: a group with no stored offsets anywhere (a
+    typo makes a new group), or a start time in the future (nothing would be re-read)."""
+    warnings = []
+    if (
+        not shadow
+        and plan.partitions
+        and all(p.postgres_offset is None and p.kafka_offset is None for p in plan.partitions)
+    ):
+        warnings.append(
+            f"group {plan.group} has no stored offsets for {plan.topic} (schema {plan.schema}, "
+            "nor committed in Kafka): is the group name right? `sidestream lag` lists groups"
+        )
+    moment = now or datetime.now(UTC)
+    if isinstance(start, FromTime) and start.when > moment:
+        warnings.append(
+            f"--from-time {start.when.isoformat()} is in the future (now "
+            f"{moment.isoformat(timespec='seconds')}): nothing would be re-read, and the group "
+            "would move to the end of each partition, past records it has not read yet"
+        )
+    return warnings
 
 
 def _park_other_partitions(
@@ -452,7 +469,7 @@ def _park_other_partitions(
 
 
 def _print_resume(group: str, starts: Mapping[Key, int], ends: Mapping[Key, EndOffsets]) -> None:
-    table = Table(title=f"resume {group}", title_justify="left")
+    table = Table(title=f"resume {safe(group)}", title_justify="left")
     for column in ("partition", "stored", "end", "broker end", "left"):
         table.add_column(column, justify="right")
     for key in sorted(ends):

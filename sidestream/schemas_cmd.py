@@ -16,8 +16,9 @@ from schemas.errors import RegistryError
 from schemas.registry_check import check_registry, register_missing
 from schemas.releases import ReleaseRefusedError, check_releases, release
 from sidestream.context import console, err_console, settings
+from sidestream.errors import App
 
-app = typer.Typer(help="Event schemas: the gate and the release record.")
+app = App(help="Event schemas: the gate and the release record.")
 
 _ROOT = typer.Option(help="Folder of <subject>/vN.avsc files, compatibility.yaml, released.yaml.")
 

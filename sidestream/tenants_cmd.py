@@ -31,9 +31,10 @@ from services.api.keys import (
     revoke_key,
 )
 from sidestream.context import console, err_console, settings
+from sidestream.errors import App
 
-tenants_app = typer.Typer(help="Tenants of the reference API.", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys of the reference API's tenants.", no_args_is_help=True)
+tenants_app = App(help="Tenants of the reference API.", no_args_is_help=True)
+keys_app = App(help="API keys of the reference API's tenants.", no_args_is_help=True)
 
 _DURATION = re.compile(r"^(?P<n>[1-9][0-9]{0,5})(?P<unit>[mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -11,8 +11,9 @@ from producers import apply_topics, plan_topics
 from runtime.clients import kafka_admin
 from schemas.topics import load_topics
 from sidestream.context import console, settings
+from sidestream.errors import App
 
-app = typer.Typer(help="Create and compare topics from schemas/topics.yaml.")
+app = App(help="Create and compare topics from schemas/topics.yaml.")
 
 
 def _show(plan_rows: list[tuple[str, str, str]]) -> None:

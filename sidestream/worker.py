@@ -20,10 +20,11 @@ from runtime.observability import announce_targets, targets_dir
 from runtime.production import check_production
 from services.workers import WORKERS, WorkerArgs, find_worker
 from sidestream.context import console, settings
+from sidestream.errors import App, SchemaOption, keep_kafka_log
 
 logger = logging.getLogger(__name__)
 
-app = typer.Typer(help="Run Sidestream workers.")
+app = App(help="Run Sidestream workers.")
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
@@ -45,9 +46,7 @@ def run(
     topic: Annotated[
         list[str] | None, typer.Option(help="Topic(s) to read (default: from topics.yaml).")
     ] = None,
-    schema: Annotated[
-        str | None, typer.Option(help="Postgres schema (default: SIDESTREAM_POSTGRES_SCHEMA).")
-    ] = None,
+    schema: SchemaOption = None,
 ) -> None:
     """Run a worker; exit code 0 when it drained cleanly on SIGTERM/SIGINT."""
     try:
@@ -59,6 +58,7 @@ def run(
     args = WorkerArgs(name, group, tuple(topic) if topic else None, schema)
     config = settings()
     check_production(config, "worker")  # refuses defaults and plaintext (exit 2)
+    keep_kafka_log()  # workers retry: report Kafka outages (one rate-limited line each)
     if config.profile == "local":
         # `make observe` (sidestream observe) finds local workers through these files.
         announce_targets(targets_dir(Path(config.stack_dir).resolve()), name)

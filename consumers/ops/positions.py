@@ -7,7 +7,7 @@ move offsets of live and shadow schemas side by side.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -82,3 +82,26 @@ def has_table(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
     """Whether ``schema.table`` exists (e.g. a shadow schema not yet migrated)."""
     row = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{table}"',)).fetchone()
     return row is not None and row[0] is not None
+
+
+def forget_topics(
+    conn: psycopg.Connection[Any], schema: str, topics: Sequence[str]
+) -> dict[str, int]:
+    """Forget every position Sidestream keeps for ``topics`` in ``schema``: the groups'
+    offsets (``consumer_offsets``) and the redrive ledger of dead-letter topics
+    (``dlq_redrives``). For topics that were deleted and created again: the positions
+    would point into the old log. Returns the rows deleted per table (in one transaction).
+    """
+    deleted: dict[str, int] = {}
+    with conn.transaction():
+        for table, column in (("consumer_offsets", "topic"), ("dlq_redrives", "dlq_topic")):
+            if not has_table(conn, schema, table):
+                continue
+            cursor = conn.execute(
+                sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(
+                    sql.Identifier(schema, table), sql.Identifier(column)
+                ),
+                (list(topics),),
+            )
+            deleted[table] = cursor.rowcount
+    return deleted

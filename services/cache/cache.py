@@ -182,6 +182,9 @@ class VersionedCache:
         self._inflight: dict[str, _Flight] = {}  # joinable flights, by entry name
         self._flights: set[_Flight] = set()  # every unfinished flight, joinable or not
         self._suspended_until = 0.0  # time.monotonic(); Redis is skipped before it
+        # False while the L1's eviction channel is down (set by L1Subscriber): the L1 is
+        # neither read nor filled, since invalidations published meanwhile cannot reach it.
+        self._l1_live = True
 
         metrics = CacheMetrics.for_registry(registry)
         ns = namespace
@@ -269,7 +272,7 @@ class VersionedCache:
     async def _get(self, name: str, loader: Loader, ttl: float) -> Versioned | None:
         if not ttl > 0:
             raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
-        if self.l1 is not None:
+        if self.l1 is not None and self._l1_live:
             held = self.l1.get(name)
             if held is not None:
                 self._hit_l1.inc()
@@ -562,7 +565,7 @@ class VersionedCache:
             logger.debug("could not release cache lock %s: %s", lock.name, exc)
 
     def _l1_put(self, name: str, entry: Entry, epoch: int) -> None:
-        if self.l1 is not None:
+        if self.l1 is not None and self._l1_live:
             remaining = (entry.expiry_ms - self._now_ms()) / 1000
             self.l1.put(name, entry, epoch=epoch, ttl=remaining)
 
@@ -603,5 +606,19 @@ class VersionedCache:
             self.l1.flush(reason)
 
     def _on_resubscribed(self) -> None:
-        # Messages published while the subscription was down are lost: forget everything.
+        # Messages published while the subscription was down are lost: forget everything,
+        # then serve the L1 again.
         self._flush_local("resubscribe")
+        self._l1_live = True
+
+    def _on_subscription_lost(self, reason: str) -> None:
+        # From now on invalidations cannot reach this L1: stop serving and filling it at
+        # once (not after its TTL); reads go to Redis or the loader until resubscribed.
+        # The flush moves the epoch, so a read already in flight cannot fill it either.
+        self._l1_live = False
+        self._flush_local(reason)
+
+    @property
+    def l1_live(self) -> bool:
+        """Whether the L1 is in use (``False`` while its eviction channel is down)."""
+        return self.l1 is not None and self._l1_live

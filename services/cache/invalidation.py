@@ -20,14 +20,18 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from runtime.outages import LineLimiter
 from services.cache.entry import Entry, Kind, _check_version
 from services.cache.errors import CacheUnavailableError
 from services.cache.keys import Keys
@@ -132,10 +136,14 @@ class Invalidator:
 class L1Subscriber:
     """Keeps one process's L1 honest: evicts keys invalidated by any process.
 
-    Listens on ``<namespace>:invalidations``. Every (re)subscription flushes the L1,
-    because invalidations published while the connection was down are lost; a silent
-    connection is probed with ``PING`` every ``ping_interval`` seconds and dropped when
-    the ``PONG`` does not come back within another ``ping_interval``. Reconnects back off
+    Listens on ``<namespace>:invalidations``. The L1 is used only while the subscription
+    is established: from :meth:`start` until the first subscription, and from the moment
+    a connection is found broken until the next one, the cache neither reads nor fills
+    its L1 (reads go to Redis or the loader), and every (re)subscription flushes it,
+    because invalidations published while the connection was down are lost. A closed
+    connection (Redis stopped or restarted) is noticed at once; a silent one is probed
+    with ``PING`` every ``ping_interval`` seconds and dropped when the ``PONG`` does not
+    come back within another ``ping_interval``. Reconnects back off
     exponentially (with jitter) up to ``max_backoff`` seconds, for as long as it runs.
 
     Use ``async with L1Subscriber(cache):`` or :meth:`start` / :meth:`stop`, one per
@@ -168,6 +176,9 @@ class L1Subscriber:
         self._max_backoff = max_backoff
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        # A Redis outage retries every max_backoff seconds: one warning a minute.
+        self._outage_lines = LineLimiter(interval_s=60.0, clock=time.monotonic)
+        self._lost_at: float | None = None
         #: How many times the subscription was (re)established.
         self.subscriptions = 0
 
@@ -180,6 +191,7 @@ class L1Subscriber:
         """Start listening in a background task (returns at once; see :meth:`wait_subscribed`)."""
         if self._task is not None:
             raise RuntimeError("L1Subscriber already started")
+        self._cache._on_subscription_lost("not_subscribed")
         self._task = asyncio.create_task(self._run(), name=f"l1-subscriber:{self._channel}")
 
     async def wait_subscribed(self, timeout: float) -> bool:
@@ -200,6 +212,7 @@ class L1Subscriber:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         self._subscribed.clear()
+        self._cache._on_subscription_lost("not_subscribed")
 
     async def __aenter__(self) -> L1Subscriber:
         await self.start()
@@ -215,19 +228,30 @@ class L1Subscriber:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=False)
             try:
                 await pubsub.subscribe(self._channel)
+                if pubsub.connection is not None:
+                    # redis-py would reconnect (and resubscribe) a broken connection on its
+                    # own, hiding the gap in which messages were lost: we want to know.
+                    pubsub.connection.retry = Retry(NoBackoff(), 0)
                 await self._listen(pubsub)
             except REDIS_DOWN as exc:
                 self._subscribed.clear()
+                self._cache._on_subscription_lost("subscription_lost")
+                if self._lost_at is None:
+                    self._lost_at = time.monotonic()
                 # Back off from the last success, not from the first failure ever.
                 failures = 1 if self.subscriptions > established else failures + 1
                 delay = min(self._max_backoff, 0.05 * 2 ** min(failures, 8))
                 delay *= random.uniform(0.5, 1.0)
-                logger.warning(
-                    "cache %s: invalidation subscription lost (%s); retrying in %.2fs",
-                    self._cache.keys.namespace,
-                    exc,
-                    delay,
-                )
+                reason = " ".join(str(exc).split())
+                held = self._outage_lines.admit(("lost", reason))
+                if held is not None:
+                    logger.warning(
+                        "cache %s: invalidation subscription lost (%s); L1 off, reads go to "
+                        "Redis or the loader; retrying%s",
+                        self._cache.keys.namespace,
+                        reason,
+                        held,
+                    )
             finally:
                 # A broken connection may fail to close cleanly; it is discarded anyway.
                 with contextlib.suppress(*REDIS_DOWN):
@@ -255,6 +279,13 @@ class L1Subscriber:
                 self.subscriptions += 1
                 self._cache._on_resubscribed()
                 self._subscribed.set()
+                if self._lost_at is not None:
+                    logger.info(
+                        "cache %s: resubscribed after %.1fs; L1 flushed and back on",
+                        self._cache.keys.namespace,
+                        time.monotonic() - self._lost_at,
+                    )
+                    self._lost_at = None
             elif kind == "message":
                 self._on_message(message["data"])
 

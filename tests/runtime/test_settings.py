@@ -6,7 +6,12 @@ import pytest
 
 from runtime import ConfigError, Settings, load_settings
 from runtime.clients import consumer_config, producer_config
-from runtime.settings import LOCAL_SESSION_TIMEOUT_MS, PRODUCTION_SESSION_TIMEOUT_MS
+from runtime.settings import (
+    LOCAL_LINGER_MS,
+    LOCAL_SESSION_TIMEOUT_MS,
+    PRODUCTION_LINGER_MS,
+    PRODUCTION_SESSION_TIMEOUT_MS,
+)
 
 
 def test_defaults_work_locally_with_no_configuration() -> None:
@@ -102,3 +107,12 @@ def test_security_settings_pass_through_to_librdkafka_keys() -> None:
     assert config["client.rack"] == "eu-1a"
     assert config["enable.idempotence"] is True
     assert config["acks"] == "all"
+
+
+def test_local_producers_linger_longer_for_the_local_broker() -> None:
+    local = load_settings({"SIDESTREAM_PROFILE": "local"})
+    production = load_settings({"SIDESTREAM_PROFILE": "production"})
+    assert producer_config(local)["linger.ms"] == LOCAL_LINGER_MS
+    assert producer_config(production)["linger.ms"] == PRODUCTION_LINGER_MS
+    tuned = load_settings({"SIDESTREAM_KAFKA_LINGER_MS": "7"})
+    assert producer_config(tuned)["linger.ms"] == 7

@@ -372,6 +372,7 @@ class Settings(BaseSettings):
         """Whether the API serves ``/docs`` and ``/openapi.json``."""
         return self.api_docs if self.api_docs is not None else self.profile != "production"
 
+    @property
     def linger_ms(self) -> int:
         """The producer linger in force for this profile."""
         if self.kafka_linger_ms is not None:

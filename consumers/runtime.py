@@ -253,6 +253,11 @@ class BatchRuntime:
         hold = [p for p in partitions if self._paused or (p.topic, p.partition) in refused]
         if hold:
             consumer.pause(hold)
+        # librdkafka remembers a partition's pause across unassign/assign: a partition
+        # paused for an earlier batch would otherwise stay paused for good.
+        take = [p for p in partitions if p not in hold]
+        if take:
+            consumer.resume(take)
         for key, refusal in refused.items():
             self._refuse(key, refusal)
         logger.info(
@@ -287,14 +292,14 @@ class BatchRuntime:
         retries with backoff for as long as it takes (past the retry deadline the worker
         reports not ready), and gives up only when a stop is requested.
         """
-        attempt = 0
+        attempt, started = 0, self._clock()
         while True:
             try:
                 return self._claim_once(keys)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                self._failing(exc, "claiming partitions")
+                self._failing(exc, "claiming partitions", since=started)
                 delay = self._config.backoff.delay(attempt)
                 if attempt == 0:
                     logger.warning("claiming partitions failed (%s); retrying", exc)
@@ -552,11 +557,12 @@ class BatchRuntime:
         return left_rows + right_rows, left_bad + right_bad
 
     # --- failures and recovery ---------------------------------------------------------
-    def _failing(self, exc: BaseException, doing: str) -> None:
-        """Note a transient failure; past the retry deadline, say once that we are unready."""
+    def _failing(self, exc: BaseException, doing: str, *, since: float | None = None) -> None:
+        """Note a transient failure (of work begun at ``since``, default now); past the
+        retry deadline, say once that we are unready."""
         now = self._clock()
         if self._failing_since is None:
-            self._failing_since = now
+            self._failing_since = now if since is None else since
         if not self._reported_unready and now - self._failing_since > self._config.retry_deadline_s:
             self._reported_unready = True
             logger.error(
@@ -609,7 +615,9 @@ class BatchRuntime:
             self._consumer.seek(TopicPartition(topic, partition, offset))
         self._rewind.clear()
         # Refused partitions stay paused: they are not ours to read.
-        self._consumer.resume([TopicPartition(t, p) for t, p in self._claims])
+        self._consumer.resume(
+            [p for p in self._consumer.assignment() if (p.topic, p.partition) in self._claims]
+        )
         logger.info("%s: resumed consumption", why)
 
     # --- between batches -----------------------------------------------------------------

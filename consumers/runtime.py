@@ -215,8 +215,7 @@ class BatchRuntime:
                 self._poll()
                 if self._batch_due():
                     self._process_batch(deadline=None)
-                elif not self._buffer:
-                    self._maintain()
+                self._maintain()
             deadline = self._clock() + self._config.shutdown_deadline_s
             if self._buffer:
                 logger.info("draining: writing the last %d records", len(self._buffer))
@@ -243,8 +242,9 @@ class BatchRuntime:
         for partition in partitions:
             key = (partition.topic, partition.partition)
             claim = claims[key] if key in claims else refused[key].claim
-            if claim.next_offset is not None:
-                partition.offset = claim.next_offset
+            # Nothing stored anywhere: the log's start (auto.offset.reset is "error", so
+            # that a position out of range is reported instead of silently moved).
+            partition.offset = OFFSET_BEGINNING if claim.next_offset is None else claim.next_offset
         self._claims.update(claims)
         self._stored.update(
             {k: c.next_offset for k, c in claims.items() if c.next_offset is not None}
@@ -313,7 +313,26 @@ class BatchRuntime:
         with self._pool.connection() as conn, conn.transaction():
             claims = self._offsets.claim(conn, keys)
         self._database_answered()
-        return self._check_log(claims)
+        return self._check_log(self._with_kafka_offsets(claims))
+
+    def _with_kafka_offsets(
+        self, claims: dict[TopicPartitionKey, Claim]
+    ) -> dict[TopicPartitionKey, Claim]:
+        """Where Postgres has no offset yet, start from Kafka's committed one, if any (as
+        the consumer would by itself), so that it is checked against the log too."""
+        missing = [TopicPartition(t, p) for (t, p), c in claims.items() if c.next_offset is None]
+        if not missing:
+            return claims
+        try:
+            committed = self._consumer.committed(missing, timeout=10)
+        except KafkaException as exc:
+            raise ConnectionError(f"reading the group's Kafka offsets: {exc}") from exc
+        claims = dict(claims)
+        for tp in committed:
+            key = (tp.topic, tp.partition)
+            if tp.error is None and tp.offset >= 0:
+                claims[key] = Claim(tp.offset, claims[key].generation)
+        return claims
 
     def _check_log(
         self, claims: dict[TopicPartitionKey, Claim]
@@ -384,6 +403,9 @@ class BatchRuntime:
                 return
             if error.fatal():
                 raise KafkaException(error)
+            if error.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                # The broker says a position is outside the log: check every one now.
+                self._next_maintenance = 0.0
             logger.warning("consumer error: %s", error)
             return
         key = (message.topic() or "", message.partition() or 0)

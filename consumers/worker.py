@@ -100,6 +100,9 @@ def run_worker(
         **{
             "client.id": me,
             "max.poll.interval.ms": settings.consumer_max_poll_interval_ms,
+            # A position outside the log is the runtime's to handle (its offset policy),
+            # never a silent jump to the other end.
+            "auto.offset.reset": "error",
             # Fetch in large chunks: batches are thousands of records.
             "fetch.min.bytes": 1,
             "queued.max.messages.kbytes": 65536,

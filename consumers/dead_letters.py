@@ -136,28 +136,29 @@ class DeadLetters:
             (HEADER_PREFIX + "worker", self._worker.encode()),
             (HEADER_PREFIX + "time", str(int(time.time() * 1000)).encode()),
         ]
-        logger.warning("dead-lettering %s: %s: %s", raw.position, error_class, message[:200])
         size = _size(raw.key, raw.value, headers + ours)
         if size > self._max_bytes:
-            self._send_reference(raw, ours, size)
+            self._send_reference(raw, ours, size, f"{error_class}: {message[:200]}")
             return
+        logger.warning("dead-lettering %s: %s: %s", raw.position, error_class, message[:200])
         try:
             self._produce(raw, raw.key, raw.value, headers + ours, reference=False)
         except KafkaException as exc:
             if exc.args[0].code() not in _TOO_LARGE:
                 raise
-            self._send_reference(raw, ours, size)
+            self._send_reference(raw, ours, size, "refused by the producer as too large")
 
-    def _send_reference(self, raw: RawRecord, ours: Headers, size: int) -> None:
+    def _send_reference(self, raw: RawRecord, ours: Headers, size: int, why: str) -> None:
         """Too large to copy: send where it is, its size, digest and first KiB (the
         original headers are left out too: they may be what made it too large)."""
         value = raw.value or b""
         logger.warning(
-            "%s is too large for its dead-letter topic (%d bytes with headers, limit %d): "
-            "dead-lettering a truncated reference; the full record stays at its source",
+            "dead-lettering %s as a truncated reference (%d bytes with headers, over the "
+            "dead-letter topic's %d; the full record stays at its source): %s",
             raw.position,
             size,
             self._max_bytes,
+            why,
         )
         reference: Headers = [
             *ours,
@@ -212,7 +213,8 @@ class DeadLetters:
         if self._deliveries.too_large:
             too_large, self._deliveries.too_large = self._deliveries.too_large, []
             for raw, ours in too_large:
-                self._send_reference(raw, ours, _size(raw.key, raw.value, raw.headers + ours))
+                size = _size(raw.key, raw.value, raw.headers + ours)
+                self._send_reference(raw, ours, size, "refused by the broker as too large")
             self._producer.flush(timeout)
         errors, pending = self._deliveries.errors, self._deliveries.pending
         self._deliveries = _Deliveries()

@@ -17,7 +17,7 @@ Postgres is the source of truth for positions: on assignment the runtime claims 
 partitions in Postgres and starts from the offsets stored there — after checking each
 against the partition's log (:mod:`consumers.log_range`): a stored offset before the
 log's start or past its confirmed end is refused or reset, as the policy says, never
-followed silently. An idle worker repeats the check every ``log_check_interval_s`` (a
+followed silently. A running worker repeats the check every ``log_check_interval_s`` (a
 topic recreated under it). While Postgres is unreachable the runtime pauses its
 partitions (holding one batch, no more) and retries with backoff until it returns; the
 pause belongs to that batch, so it ends when the batch is written or taken away by a
@@ -645,7 +645,8 @@ class BatchRuntime:
     # --- between batches -----------------------------------------------------------------
     def _maintain(self) -> None:
         """Between batches, every ``log_check_interval_s`` (sooner while failing): probe a
-        database that failed, re-check refused partitions and idle positions against the log."""
+        database that failed, re-check refused partitions, and check every stored position
+        against the log (at once when the broker reported a position out of range)."""
         now = self._clock()
         if now < self._next_maintenance:
             return
@@ -693,14 +694,17 @@ class BatchRuntime:
             logger.info("%s[%d]: stored offset moved to %s; consuming", *key, claim.next_offset)
 
     def _check_positions(self) -> None:
-        """An idle partition's stored position against its log: a topic deleted and
-        recreated under a running worker leaves it past the new end."""
+        """Each consumed partition's stored position against its log: a topic deleted and
+        recreated under a running worker (or its broker's data lost) leaves it past the
+        new end, where a fetch may answer nothing at all."""
         positions = {key: self._stored[key] for key in self._claims if key in self._stored}
         if not positions:
             return
         conditions = self._log_bounds.out_of_range(positions)
         for key, condition in conditions.items():
             claim = self._claims[key]
+            # Whatever was fetched for it came from a log we no longer trust.
+            self._buffer = [m for m in self._buffer if (m.topic(), m.partition()) != key]
             if self._config.offset_out_of_range is OutOfRangePolicy.REFUSE:
                 self._claims.pop(key)
                 self._stored.pop(key, None)

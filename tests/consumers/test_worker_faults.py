@@ -112,23 +112,17 @@ def private_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
     server.stop()
 
 
-@pytest.mark.chaos
-def test_postgres_restart_pauses_the_worker_which_recovers_by_itself(
-    stack_settings: Settings,
-    topic: str,
-    private_postgres: PostgresServer,
-    worker_threads: StartWorker,
-    unique: Callable[[str], str],
-) -> None:
+def _on_private_postgres(
+    stack_settings: Settings, server: PostgresServer, *, retry_deadline_s: float
+) -> tuple[Settings, Callable[[], int]]:
+    """Settings for workers on ``server`` (migrated), and a row count that says -1 while
+    the server is down."""
     settings = stack_settings.with_overrides(
-        postgres_dsn=f"postgresql://postgres@127.0.0.1:{private_postgres.port}/faults",
-        consumer_retry_deadline_s=2,
+        postgres_dsn=f"postgresql://postgres@127.0.0.1:{server.port}/faults",
+        consumer_retry_deadline_s=retry_deadline_s,
     )
     with postgres_connect(settings, autocommit=True) as conn:
         migrate(conn, [CONSUMER_MIGRATIONS], schema="public")
-    options = WorkerOptions("audit", group_id=unique("g"), topics=(topic,))
-    worker = worker_threads(settings, options)
-    produce(settings, topic, (audit_event(i) for i in range(5000)))
 
     def rows() -> int:
         try:
@@ -137,6 +131,21 @@ def test_postgres_restart_pauses_the_worker_which_recovers_by_itself(
         except psycopg.OperationalError:
             return -1
 
+    return settings, rows
+
+
+@pytest.mark.chaos
+def test_postgres_restart_pauses_the_worker_which_recovers_by_itself(
+    stack_settings: Settings,
+    topic: str,
+    private_postgres: PostgresServer,
+    worker_threads: StartWorker,
+    unique: Callable[[str], str],
+) -> None:
+    settings, rows = _on_private_postgres(stack_settings, private_postgres, retry_deadline_s=2)
+    options = WorkerOptions("audit", group_id=unique("g"), topics=(topic,))
+    worker = worker_threads(settings, options)
+    produce(settings, topic, (audit_event(i) for i in range(5000)))
     assert wait_for(lambda: rows() == 5000, timeout=60)
     private_postgres.stop()
     produce(settings, topic, (audit_event(i) for i in range(5000, 10_000)))
@@ -210,24 +219,11 @@ def test_a_database_outage_during_a_rebalance_leaves_every_worker_consuming(
     retried batch's partitions move, both workers claim in the assignment callback while
     the database is still away (past the retry deadline in the second case), and once it
     returns both consume, ready and unpaused — nothing lost, nothing twice, nobody dead."""
-    settings = stack_settings.with_overrides(
-        postgres_dsn=f"postgresql://postgres@127.0.0.1:{private_postgres.port}/faults",
-        consumer_retry_deadline_s=3,
-    )
-    with postgres_connect(settings, autocommit=True) as conn:
-        migrate(conn, [CONSUMER_MIGRATIONS], schema="public")
+    settings, rows = _on_private_postgres(stack_settings, private_postgres, retry_deadline_s=3)
     topic = make_topic("audit", partitions=4)
     options = WorkerOptions("audit", group_id=unique("g"), topics=(topic,))
     first = worker_threads(settings, options)
     produce(settings, topic, (audit_event(i) for i in range(4000)))
-
-    def rows() -> int:
-        try:
-            with postgres_connect(settings, connect_timeout=2) as conn:
-                return count_rows(conn, "public", "audit_events")
-        except psycopg.OperationalError:
-            return -1
-
     assert wait_for(lambda: rows() == 4000, timeout=60)
     private_postgres.stop()
     stopped = time.monotonic()

@@ -2,8 +2,11 @@
 
 Lifecycle of a batch:
 
-1. **poll** — ``consume(num_messages, timeout)`` until the batch holds
-   ``max_records`` records or ``max_wait`` has passed since its first record;
+1. **poll** — wait up to ``max_wait`` for a first record, then take what the consumer
+   has at hand (``consume(num_messages, linger)``); the batch closes at ``max_records``,
+   as soon as a ``consume`` call hands over fewer records than asked (nothing more is
+   immediately available: low load costs one fetch and one commit), or ``max_wait``
+   after its first record;
 2. **decode** — bytes → typed events (both wire formats, writer → reader schema);
    undecodable records are set aside as poison;
 3. **write** — one Postgres transaction: the sink writes its rows (a row the database
@@ -66,6 +69,9 @@ from schemas import (
 
 logger = logging.getLogger(__name__)
 
+# Longest wait for a batch's first record before the loop looks at stop and checks.
+_IDLE_POLL_S = 0.5
+
 
 @dataclass(frozen=True, slots=True)
 class BatchConfig:
@@ -73,6 +79,7 @@ class BatchConfig:
 
     max_records: int = 5000
     max_wait_s: float = 0.2
+    linger_s: float = 0.005
     retry_deadline_s: float = 30.0
     shutdown_deadline_s: float = 20.0
     dead_letter_timeout_s: float = 10.0
@@ -85,6 +92,7 @@ class BatchConfig:
         return cls(
             max_records=settings.consumer_batch_max_records,
             max_wait_s=settings.consumer_batch_max_wait_ms / 1000,
+            linger_s=settings.consumer_batch_linger_ms / 1000,
             retry_deadline_s=settings.consumer_retry_deadline_s,
             shutdown_deadline_s=settings.consumer_shutdown_deadline_s,
             offset_out_of_range=OutOfRangePolicy(settings.consumer_offset_out_of_range),
@@ -168,6 +176,8 @@ class BatchRuntime:
         self._stored: dict[TopicPartitionKey, int] = {}
         self._buffer: list[Message] = []
         self._batch_opened_at: float | None = None
+        # The consumer handed over fewer records than asked: nothing more at hand.
+        self._drained = False
         # Paused while the batch in hand is retried; the pause ends with that batch.
         self._paused = False
         # While paused, messages already fetched may still arrive: they are dropped and
@@ -388,13 +398,28 @@ class BatchRuntime:
 
     # --- polling -----------------------------------------------------------------------
     def _poll(self) -> None:
-        if self._batch_opened_at is None:
-            timeout = self._config.max_wait_s
-        else:
-            timeout = max(0.0, self._batch_opened_at + self._config.max_wait_s - self._clock())
-        wanted = max(1, self._config.max_records - len(self._buffer))
-        for message in self._consumer.consume(num_messages=wanted, timeout=timeout):
+        if not self._buffer:
+            # Nothing in hand: wait for a first record (consume returns as soon as it has
+            # one), then gather what came with it. Bounded, so a stop is seen promptly.
+            idle_wait = min(self._config.max_wait_s, _IDLE_POLL_S)
+            for message in self._consumer.consume(num_messages=1, timeout=idle_wait):
+                self._accept(message)
+            if not self._buffer:
+                return
+        opened = self._batch_opened_at if self._batch_opened_at is not None else self._clock()
+        remaining = max(0.0, opened + self._config.max_wait_s - self._clock())
+        wanted = self._config.max_records - len(self._buffer)
+        if wanted <= 0:
+            return
+        # consume() waits for all it was asked, or the timeout: a short linger, so that a
+        # short answer means everything immediately available was handed over.
+        got = self._consumer.consume(
+            num_messages=wanted, timeout=min(self._config.linger_s, remaining)
+        )
+        for message in got:
             self._accept(message)
+        if len(got) < wanted:
+            self._drained = True
 
     def _accept(self, message: Message) -> None:
         error = message.error()
@@ -422,7 +447,7 @@ class BatchRuntime:
     def _batch_due(self) -> bool:
         if not self._buffer:
             return False
-        if len(self._buffer) >= self._config.max_records:
+        if len(self._buffer) >= self._config.max_records or self._drained:
             return True
         opened = self._batch_opened_at or self._clock()
         return self._clock() - opened >= self._config.max_wait_s
@@ -430,6 +455,7 @@ class BatchRuntime:
     # --- one batch ---------------------------------------------------------------------
     def _process_batch(self, deadline: float | None) -> None:
         messages, self._buffer, self._batch_opened_at = self._buffer, [], None
+        self._drained = False
         decoded: tuple[list[Record[Any]], list[_Poison]] | None = None
         attempt = 0
         while True:

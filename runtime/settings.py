@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     consumer_batch_max_wait_ms: int = Field(
         default=200, ge=1, description="...or this long after its first record."
     )
+    consumer_batch_linger_ms: float = Field(
+        default=5,
+        ge=0,
+        description="...or as soon as the consumer has nothing more at hand: a poll that "
+        "waited this long handed over fewer records than asked.",
+    )
     consumer_retry_deadline_s: float = Field(
         default=30.0,
         gt=0,

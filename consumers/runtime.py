@@ -711,12 +711,13 @@ class BatchRuntime:
             return
         claims, refused = self._claim_once(moved)
         for key, refusal in refused.items():
-            self._refused[key] = refusal  # still outside: stays refused, no new log line
+            self._refuse(key, refusal)  # still outside (a new line only if it moved)
         for key, claim in claims.items():
+            if not self._start_at(key, claim, self._refused[key].condition):
+                continue
             self._refused.pop(key, None)
             self._announced.pop(key, None)
             self._metrics.offset_out_of_range.remove(self._sink.name, key[0], str(key[1]))
-            self._start_at(key, claim)
             logger.info("%s[%d]: stored offset moved to %s; consuming", *key, claim.next_offset)
 
     def _check_positions(self) -> None:
@@ -738,18 +739,32 @@ class BatchRuntime:
                 self._refuse(key, _Refused(condition, claim))
                 continue
             try:
-                self._start_at(key, self._reset(condition, claim))
+                self._start_at(key, self._reset(condition, claim), condition)
             except Fenced as exc:
                 logger.warning("%s; not resetting %s[%d]", exc, *key)
 
-    def _start_at(self, key: TopicPartitionKey, claim: Claim) -> None:
-        """Consume ``key`` from its claimed offset (from the log's start if none)."""
-        self._claims[key] = claim
+    def _start_at(self, key: TopicPartitionKey, claim: Claim, condition: OffsetOutOfRange) -> bool:
+        """Consume ``key`` from its claimed offset (from the log's start if none).
+
+        If the consumer cannot move there yet, the partition is held (paused, among the
+        refused, with a generation no row has) so the next round claims it and tries again.
+        """
         offset = claim.next_offset if claim.next_offset is not None else OFFSET_BEGINNING
+        partition = TopicPartition(key[0], key[1], offset)
+        try:
+            self._consumer.seek(partition)
+        except KafkaException as exc:
+            self._consumer.pause([partition])
+            self._claims.pop(key, None)
+            self._stored.pop(key, None)
+            self._refused[key] = _Refused(condition, Claim(claim.next_offset, -1))
+            logger.warning("%s[%d]: cannot move to offset %d yet (%s); retrying", *key, offset, exc)
+            return False
+        self._claims[key] = claim
         if claim.next_offset is not None:
             self._stored[key] = claim.next_offset
-        self._consumer.seek(TopicPartition(key[0], key[1], offset))
-        self._consumer.resume([TopicPartition(*key)])
+        self._consumer.resume([partition])
+        return True
 
     def _after_fence(self, exc: Fenced, messages: list[Message]) -> None:
         for key in exc.partitions:

@@ -217,7 +217,7 @@ class TopicReader:
             marks = self.watermarks(positions)
             suspect = {k: marks[k] for k, offset in positions.items() if offset > marks[k][1]}
             ends = self._confirm_ends(suspect) if suspect else {}
-        except BrokerError as exc:
+        except (BrokerError, KafkaException) as exc:
             raise ConnectionError(str(exc)) from exc
         unconfirmed = [key for key, end in ends.items() if not end.verified]
         if unconfirmed:

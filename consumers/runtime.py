@@ -71,6 +71,8 @@ logger = logging.getLogger(__name__)
 
 # Longest wait for a batch's first record before the loop looks at stop and checks.
 _IDLE_POLL_S = 0.5
+# How long a probe of a failing database may wait for a connection.
+_PROBE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,7 +684,8 @@ class BatchRuntime:
         self._next_maintenance = now + interval
         if self._failing_since is not None:
             try:
-                with self._pool.connection() as conn:
+                # A short wait: the loop (and a stop request) should not hang on a probe.
+                with self._pool.connection(timeout=_PROBE_TIMEOUT_S) as conn:
                     conn.execute("SELECT 1")
             except Exception as exc:
                 if not is_transient(exc):

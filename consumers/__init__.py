@@ -5,6 +5,7 @@ Flow of one event: Kafka topic → :class:`BatchRuntime` batch → :class:`Sink`
 """
 
 from consumers.dead_letters import DeadLetterError, DeadLetters, dead_letter_topic
+from consumers.log_range import OffsetOutOfRange, OutOfRangePolicy
 from consumers.migrations_source import CONSUMER_MIGRATIONS
 from consumers.offsets import Claim, Fenced, PostgresOffsets
 from consumers.records import RawRecord, Record
@@ -22,6 +23,8 @@ __all__ = [
     "DeadLetters",
     "ExitStatus",
     "Fenced",
+    "OffsetOutOfRange",
+    "OutOfRangePolicy",
     "PostgresOffsets",
     "RawRecord",
     "Record",

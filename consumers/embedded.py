@@ -9,7 +9,7 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
-from consumers.runtime import ExitStatus
+from consumers.runtime import BatchRuntime, ExitStatus
 from consumers.sink import Sink
 from consumers.worker import WorkerOptions, run_worker
 from runtime import Settings
@@ -28,6 +28,7 @@ class EmbeddedWorker:
         self.stop_event = threading.Event()
         self.status: ExitStatus | None = None
         self.error: BaseException | None = None
+        self.runtime: BatchRuntime | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"worker-{options.sink}", daemon=True
         )
@@ -41,9 +42,21 @@ class EmbeddedWorker:
                 registry=self.registry,
                 install_signal_handlers=False,
                 sink=self.sink,
+                on_runtime=self._set_runtime,
             )
         except BaseException as exc:
             self.error = exc
+
+    def _set_runtime(self, runtime: BatchRuntime) -> None:
+        self.runtime = runtime
+
+    def ready(self) -> bool:
+        """What the worker's ``/readyz`` answers (False before it runs)."""
+        return self.runtime is not None and self.runtime.ready()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def start(self) -> EmbeddedWorker:
         self._thread.start()

@@ -71,6 +71,19 @@ class ConsumerMetrics:
             ["sink"],
             registry=registry,
         )
+        self.offset_out_of_range = Gauge(
+            "sidestream_consumer_offset_out_of_range",
+            "1 while a partition's stored offset lies outside its log and the worker "
+            "refuses to consume it (SIDESTREAM_CONSUMER_OFFSET_OUT_OF_RANGE=refuse)",
+            ["sink", "topic", "partition"],
+            registry=registry,
+        )
+        self.offset_resets = Counter(
+            "sidestream_consumer_offset_resets",
+            "Stored offsets outside the log reset to its start or end (policy earliest/latest)",
+            ["sink", "policy"],
+            registry=registry,
+        )
         self.lag = Gauge(
             "sidestream_consumer_lag",
             "End offset minus committed offset (clamped at 0)",

@@ -105,6 +105,43 @@ class PostgresOffsets:
         if fenced:
             raise Fenced(self.group_id, fenced)
 
+    def reset(
+        self, conn: psycopg.Connection[Any], key: TopicPartitionKey, claim: Claim, offset: int
+    ) -> Claim:
+        """Move a claimed partition to ``offset`` and bump its generation, as a claim does.
+
+        Raises:
+            Fenced: another worker claimed the partition since ``claim``.
+        """
+        row = conn.execute(
+            """
+            UPDATE consumer_offsets
+               SET next_offset = %s, generation = generation + 1, owner = %s,
+                   updated_at = now()
+             WHERE group_id = %s AND topic = %s AND partition = %s AND generation = %s
+            RETURNING generation
+            """,
+            (offset, self.owner, self.group_id, key[0], key[1], claim.generation),
+        ).fetchone()
+        if row is None:
+            raise Fenced(self.group_id, [key])
+        return Claim(offset, row[0])
+
+    def generations(
+        self, conn: psycopg.Connection[Any], keys: Iterable[TopicPartitionKey]
+    ) -> dict[TopicPartitionKey, int]:
+        """The current generation of each of ``keys`` (to notice an operator's move)."""
+        wanted = list(keys)
+        rows = conn.execute(
+            """
+            SELECT topic, partition, generation FROM consumer_offsets
+             WHERE group_id = %s
+               AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))
+            """,
+            (self.group_id, [t for t, _ in wanted], [p for _, p in wanted]),
+        ).fetchall()
+        return {(topic, partition): generation for topic, partition, generation in rows}
+
     def stored(self, conn: psycopg.Connection[Any]) -> dict[TopicPartitionKey, int | None]:
         """Every committed position of the group (for lag and replay tools)."""
         rows = conn.execute(

@@ -2,8 +2,11 @@
 
 Lifecycle of a batch:
 
-1. **poll** — ``consume(num_messages, timeout)`` until the batch holds
-   ``max_records`` records or ``max_wait`` has passed since its first record;
+1. **poll** — wait up to ``max_wait`` for a first record, then take what the consumer
+   has at hand (``consume(num_messages, linger)``); the batch closes at ``max_records``,
+   as soon as a ``consume`` call hands over fewer records than asked (nothing more is
+   immediately available: low load costs one fetch and one commit), or ``max_wait``
+   after its first record;
 2. **decode** — bytes → typed events (both wire formats, writer → reader schema);
    undecodable records are set aside as poison;
 3. **write** — one Postgres transaction: the sink writes its rows (a row the database
@@ -14,10 +17,16 @@ Lifecycle of a batch:
    (asynchronously) so standard lag tools see progress.
 
 Postgres is the source of truth for positions: on assignment the runtime claims the
-partitions in Postgres and starts from the offsets stored there. While Postgres is
-unreachable the runtime pauses its partitions (holding one batch, no more) and retries
-with backoff until it returns. On SIGTERM it stops polling, finishes the batch it holds,
-commits and leaves the group within a deadline.
+partitions in Postgres and starts from the offsets stored there — after checking each
+against the partition's log (:mod:`consumers.log_range`): a stored offset before the
+log's start or past its confirmed end is refused or reset, as the policy says, never
+followed silently. A running worker repeats the check every ``log_check_interval_s`` (a
+topic recreated under it). While Postgres is unreachable the runtime pauses its
+partitions (holding one batch, no more) and retries with backoff until it returns; the
+pause belongs to that batch, so it ends when the batch is written or taken away by a
+rebalance. Claiming on assignment retries the same way and never gives up: past the
+retry deadline the worker reports not ready and keeps trying. On SIGTERM it stops
+polling, finishes the batch it holds, commits and leaves the group within a deadline.
 """
 
 from __future__ import annotations
@@ -32,10 +41,18 @@ from enum import IntEnum
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from psycopg_pool import ConnectionPool
 
 from consumers.dead_letters import DeadLetterError, DeadLetters
+from consumers.log_range import LogBounds, OffsetOutOfRange, OutOfRangePolicy
 from consumers.metrics import ConsumerMetrics
 from consumers.offsets import Claim, Fenced, PostgresOffsets, TopicPartitionKey
 from consumers.records import RawRecord, Record, headers_of
@@ -52,6 +69,11 @@ from schemas import (
 
 logger = logging.getLogger(__name__)
 
+# Longest wait for a batch's first record before the loop looks at stop and checks.
+_IDLE_POLL_S = 0.5
+# How long a probe of a failing database may wait for a connection.
+_PROBE_TIMEOUT_S = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class BatchConfig:
@@ -59,18 +81,24 @@ class BatchConfig:
 
     max_records: int = 5000
     max_wait_s: float = 0.2
+    linger_s: float = 0.005
     retry_deadline_s: float = 30.0
     shutdown_deadline_s: float = 20.0
     dead_letter_timeout_s: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
+    offset_out_of_range: OutOfRangePolicy = OutOfRangePolicy.REFUSE
+    log_check_interval_s: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatchConfig:
         return cls(
             max_records=settings.consumer_batch_max_records,
             max_wait_s=settings.consumer_batch_max_wait_ms / 1000,
+            linger_s=settings.consumer_batch_linger_ms / 1000,
             retry_deadline_s=settings.consumer_retry_deadline_s,
             shutdown_deadline_s=settings.consumer_shutdown_deadline_s,
+            offset_out_of_range=OutOfRangePolicy(settings.consumer_offset_out_of_range),
+            log_check_interval_s=settings.consumer_offset_check_interval_s,
         )
 
 
@@ -92,12 +120,24 @@ class _ShutdownDeadlineError(Exception):
     """The shutdown deadline passed while a batch was still unwritten."""
 
 
+class _StopRequestedError(Exception):
+    """Stop was requested while claiming partitions: give up the assignment."""
+
+
+@dataclass(slots=True)
+class _Refused:
+    """A partition assigned to us that we do not consume: its offset is outside the log."""
+
+    condition: OffsetOutOfRange
+    claim: Claim
+
+
 class BatchRuntime:
     """Consumes ``topics`` as ``group_id`` and feeds batches to ``sink``.
 
     All resources are injected: the consumer (not yet subscribed), the Postgres pool
     (whose search path selects the schema), the dead-letter producer, the deserializer,
-    the metrics and a clock.
+    what reads the log's bounds, the metrics and a clock.
     """
 
     def __init__(
@@ -110,6 +150,7 @@ class BatchRuntime:
         pool: ConnectionPool,
         dead_letters: DeadLetters,
         deserializer: EventDeserializer,
+        log_bounds: LogBounds,
         metrics: ConsumerMetrics,
         worker_id: str,
         config: BatchConfig | None = None,
@@ -121,30 +162,55 @@ class BatchRuntime:
         self._pool = pool
         self._dead_letters = dead_letters
         self._deserializer = deserializer
+        self._log_bounds = log_bounds
         self._metrics = metrics
         self._config = config or BatchConfig()
         self._clock = clock
+        self._group_id = group_id
         self._offsets = PostgresOffsets(group_id, owner=worker_id)
+        # Partitions we consume; a refused one is assigned (and paused) but not claimed here.
         self._claims: dict[TopicPartitionKey, Claim] = {}
+        self._refused: dict[TopicPartitionKey, _Refused] = {}
+        # Refusals already logged (partition → stored offset): a rebalance that hands the
+        # same partition back does not repeat the line.
+        self._announced: dict[TopicPartitionKey, int] = {}
+        # The next offset of each claimed partition as stored in Postgres (None: unknown).
+        self._stored: dict[TopicPartitionKey, int] = {}
         self._buffer: list[Message] = []
         self._batch_opened_at: float | None = None
+        # The consumer handed over fewer records than asked: nothing more at hand.
+        self._drained = False
+        # Paused while the batch in hand is retried; the pause ends with that batch.
         self._paused = False
         # While paused, messages already fetched may still arrive: they are dropped and
         # the partition is rewound to the first of them when consumption resumes.
         self._rewind: dict[TopicPartitionKey, int] = {}
-        self._healthy = True
+        # Since when the database (or the dead-letter topic, or the registry) has been
+        # failing; cleared by the next success. Readiness is computed from it.
+        self._failing_since: float | None = None
+        self._reported_unready = False
+        self._next_maintenance = 0.0
         self._lag_series: set[TopicPartitionKey] = set()
         self._stop_requested = threading.Event()
         self.batches_committed = 0
 
     # --- public --------------------------------------------------------------------------
     def ready(self) -> bool:
-        """Readiness: subscribed and not stuck behind an unreachable database."""
-        return self._healthy and not self._stop_requested.is_set()
+        """Readiness: not stopping, not failing for longer than the retry deadline, and
+        consuming every partition assigned (none refused for an offset outside its log)."""
+        failing = self._failing_since is not None and (
+            self._clock() - self._failing_since > self._config.retry_deadline_s
+        )
+        return not (failing or self._refused or self._stop_requested.is_set())
 
     @property
     def assignment(self) -> list[TopicPartitionKey]:
         return sorted(self._claims)
+
+    @property
+    def refused(self) -> list[OffsetOutOfRange]:
+        """Partitions assigned but not consumed: their stored offset is outside the log."""
+        return [self._refused[key].condition for key in sorted(self._refused)]
 
     def run(self, stop: threading.Event) -> ExitStatus:
         """Consume until ``stop`` is set, then drain within the shutdown deadline."""
@@ -161,6 +227,7 @@ class BatchRuntime:
                 self._poll()
                 if self._batch_due():
                     self._process_batch(deadline=None)
+                self._maintain()
             deadline = self._clock() + self._config.shutdown_deadline_s
             if self._buffer:
                 logger.info("draining: writing the last %d records", len(self._buffer))
@@ -179,15 +246,32 @@ class BatchRuntime:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels(self._sink.name, "assign").inc()
         keys = [(p.topic, p.partition) for p in partitions]
-        claims = self._claim(keys)
+        try:
+            claims, refused = self._claim(keys)
+        except _StopRequestedError:
+            logger.info("stopping: not taking %d assigned partitions", len(keys))
+            return
         for partition in partitions:
-            claim = claims[(partition.topic, partition.partition)]
-            if claim.next_offset is not None:
-                partition.offset = claim.next_offset
+            key = (partition.topic, partition.partition)
+            claim = claims[key] if key in claims else refused[key].claim
+            # Nothing stored anywhere: the log's start (auto.offset.reset is "error", so
+            # that a position out of range is reported instead of silently moved).
+            partition.offset = OFFSET_BEGINNING if claim.next_offset is None else claim.next_offset
         self._claims.update(claims)
+        self._stored.update(
+            {k: c.next_offset for k, c in claims.items() if c.next_offset is not None}
+        )
         consumer.assign(partitions)
-        if self._paused:
-            consumer.pause(partitions)
+        hold = [p for p in partitions if self._paused or (p.topic, p.partition) in refused]
+        if hold:
+            consumer.pause(hold)
+        # librdkafka remembers a partition's pause across unassign/assign: a partition
+        # paused for an earlier batch would otherwise stay paused for good.
+        take = [p for p in partitions if p not in hold]
+        if take:
+            consumer.resume(take)
+        for key, refusal in refused.items():
+            self._refuse(key, refusal)
         logger.info(
             "assigned %s",
             ", ".join(f"{p.topic}[{p.partition}]@{p.offset}" for p in partitions) or "nothing",
@@ -198,7 +282,10 @@ class BatchRuntime:
         revoked = {(p.topic, p.partition) for p in partitions}
         for key in revoked:
             self._claims.pop(key, None)
+            self._stored.pop(key, None)
             self._rewind.pop(key, None)
+            if self._refused.pop(key, None) is not None:
+                self._metrics.offset_out_of_range.remove(self._sink.name, key[0], str(key[1]))
             if key in self._lag_series:
                 self._lag_series.discard(key)
                 self._metrics.lag.remove(self._sink.name, key[0], str(key[1]))
@@ -208,29 +295,133 @@ class BatchRuntime:
         consumer.unassign()
         logger.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(revoked)))
 
-    def _claim(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, Claim]:
+    def _claim(
+        self, keys: list[TopicPartitionKey]
+    ) -> tuple[dict[TopicPartitionKey, Claim], dict[TopicPartitionKey, _Refused]]:
+        """Claim ``keys`` in Postgres and check their offsets against the log.
+
+        Runs inside the assignment callback, so it must not raise for an outage: it
+        retries with backoff for as long as it takes (past the retry deadline the worker
+        reports not ready), and gives up only when a stop is requested.
+        """
         attempt, started = 0, self._clock()
         while True:
             try:
-                with self._pool.connection() as conn, conn.transaction():
-                    return self._offsets.claim(conn, keys)
+                return self._claim_once(keys)
             except Exception as exc:
-                if not is_transient(exc) or self._clock() - started > self._config.retry_deadline_s:
+                if not is_transient(exc):
                     raise
+                self._failing(exc, "claiming partitions", since=started)
                 delay = self._config.backoff.delay(attempt)
-                logger.warning("claiming partitions failed (%s); retrying in %.2fs", exc, delay)
-                time.sleep(delay)
+                if attempt == 0:
+                    logger.warning("claiming partitions failed (%s); retrying", exc)
+                if self._stop_requested.wait(delay):
+                    raise _StopRequestedError from exc
                 attempt += 1
+
+    def _claim_once(
+        self, keys: list[TopicPartitionKey]
+    ) -> tuple[dict[TopicPartitionKey, Claim], dict[TopicPartitionKey, _Refused]]:
+        with self._pool.connection() as conn, conn.transaction():
+            claims = self._offsets.claim(conn, keys)
+        self._database_answered()
+        return self._check_log(self._with_kafka_offsets(claims))
+
+    def _with_kafka_offsets(
+        self, claims: dict[TopicPartitionKey, Claim]
+    ) -> dict[TopicPartitionKey, Claim]:
+        """Where Postgres has no offset yet, start from Kafka's committed one, if any (as
+        the consumer would by itself), so that it is checked against the log too."""
+        missing = [TopicPartition(t, p) for (t, p), c in claims.items() if c.next_offset is None]
+        if not missing:
+            return claims
+        try:
+            committed = self._consumer.committed(missing, timeout=10)
+        except KafkaException as exc:
+            raise ConnectionError(f"reading the group's Kafka offsets: {exc}") from exc
+        claims = dict(claims)
+        for tp in committed:
+            key = (tp.topic, tp.partition)
+            if tp.error is None and tp.offset >= 0:
+                claims[key] = Claim(tp.offset, claims[key].generation)
+        return claims
+
+    def _check_log(
+        self, claims: dict[TopicPartitionKey, Claim]
+    ) -> tuple[dict[TopicPartitionKey, Claim], dict[TopicPartitionKey, _Refused]]:
+        """Split freshly claimed partitions into those to consume and those refused,
+        resetting out-of-range offsets first when the policy says so."""
+        stored = {key: c.next_offset for key, c in claims.items() if c.next_offset is not None}
+        conditions = self._log_bounds.out_of_range(stored) if stored else {}
+        claims = dict(claims)
+        refused: dict[TopicPartitionKey, _Refused] = {}
+        for key, condition in conditions.items():
+            if self._config.offset_out_of_range is OutOfRangePolicy.REFUSE:
+                refused[key] = _Refused(condition, claims.pop(key))
+                continue
+            try:
+                claims[key] = self._reset(condition, claims[key])
+            except Fenced as exc:
+                # Someone claimed it after us: a rebalance is on its way; leave it be.
+                logger.warning("%s; not resetting %s[%d]", exc, *key)
+                claims.pop(key)
+        return claims, refused
+
+    def _reset(self, condition: OffsetOutOfRange, claim: Claim) -> Claim:
+        """Policy earliest/latest: move the stored offset to the log's start or end."""
+        policy = self._config.offset_out_of_range
+        target = condition.start if policy is OutOfRangePolicy.EARLIEST else condition.end
+        with self._pool.connection() as conn, conn.transaction():
+            claim = self._offsets.reset(conn, condition.key, claim, target)
+        self._metrics.offset_resets.labels(self._sink.name, policy.value).inc()
+        logger.warning(
+            "%s: reset to %d (SIDESTREAM_CONSUMER_OFFSET_OUT_OF_RANGE=%s)",
+            condition.describe(self._group_id),
+            target,
+            policy.value,
+        )
+        return claim
+
+    def _refuse(self, key: TopicPartitionKey, refusal: _Refused) -> None:
+        condition = refusal.condition
+        self._refused[key] = refusal
+        self._metrics.offset_out_of_range.labels(self._sink.name, key[0], str(key[1])).set(1)
+        if self._announced.get(key) == condition.stored:
+            logger.debug("%s: still refused", condition.describe(self._group_id))
+            return
+        self._announced[key] = condition.stored
+        logger.error(
+            "%s: not consuming it (SIDESTREAM_CONSUMER_OFFSET_OUT_OF_RANGE=refuse), "
+            "worker not ready; to re-read what the log holds run `%s` "
+            "(or set the policy to earliest/latest)",
+            condition.describe(self._group_id),
+            condition.fix_command(self._group_id),
+        )
 
     # --- polling -----------------------------------------------------------------------
     def _poll(self) -> None:
-        if self._batch_opened_at is None:
-            timeout = self._config.max_wait_s
-        else:
-            timeout = max(0.0, self._batch_opened_at + self._config.max_wait_s - self._clock())
-        wanted = max(1, self._config.max_records - len(self._buffer))
-        for message in self._consumer.consume(num_messages=wanted, timeout=timeout):
+        if not self._buffer:
+            # Nothing in hand: wait for a first record (consume returns as soon as it has
+            # one), then gather what came with it. Bounded, so a stop is seen promptly.
+            idle_wait = min(self._config.max_wait_s, _IDLE_POLL_S)
+            for message in self._consumer.consume(num_messages=1, timeout=idle_wait):
+                self._accept(message)
+            if not self._buffer:
+                return
+        opened = self._batch_opened_at if self._batch_opened_at is not None else self._clock()
+        remaining = max(0.0, opened + self._config.max_wait_s - self._clock())
+        wanted = self._config.max_records - len(self._buffer)
+        if wanted <= 0:
+            return
+        # consume() waits for all it was asked, or the timeout: a short linger, so that a
+        # short answer means everything immediately available was handed over.
+        got = self._consumer.consume(
+            num_messages=wanted, timeout=min(self._config.linger_s, remaining)
+        )
+        for message in got:
             self._accept(message)
+        if len(got) < wanted:
+            self._drained = True
 
     def _accept(self, message: Message) -> None:
         error = message.error()
@@ -239,6 +430,9 @@ class BatchRuntime:
                 return
             if error.fatal():
                 raise KafkaException(error)
+            if error.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                # The broker says a position is outside the log: check every one now.
+                self._next_maintenance = 0.0
             logger.warning("consumer error: %s", error)
             return
         key = (message.topic() or "", message.partition() or 0)
@@ -255,7 +449,7 @@ class BatchRuntime:
     def _batch_due(self) -> bool:
         if not self._buffer:
             return False
-        if len(self._buffer) >= self._config.max_records:
+        if len(self._buffer) >= self._config.max_records or self._drained:
             return True
         opened = self._batch_opened_at or self._clock()
         return self._clock() - opened >= self._config.max_wait_s
@@ -263,13 +457,16 @@ class BatchRuntime:
     # --- one batch ---------------------------------------------------------------------
     def _process_batch(self, deadline: float | None) -> None:
         messages, self._buffer, self._batch_opened_at = self._buffer, [], None
+        self._drained = False
         decoded: tuple[list[Record[Any]], list[_Poison]] | None = None
-        attempt, failing_since = 0, None
+        attempt = 0
         while True:
             # A rebalance during a retry may have taken partitions away: drop their records.
             messages = [m for m in messages if (m.topic(), m.partition()) in self._claims]
             positions = self._positions(messages)
             if not positions:
+                # The batch is gone, and with it the reason to hold consumption.
+                self._resume("the retried batch's partitions were revoked")
                 return
             try:
                 if decoded is None:
@@ -279,18 +476,19 @@ class BatchRuntime:
                 poison = [p for p in poison if (p.raw.topic, p.raw.partition) in self._claims]
                 self._write_and_commit(records, poison, positions)
             except Fenced as exc:
+                # Fenced is the database's answer: it is reachable.
                 self._metrics.fenced.labels(self._sink.name).inc()
                 logger.warning("%s; dropping the batch and re-reading", exc)
                 self._after_fence(exc, messages)
+                self._recovered()
                 return
             except Exception as exc:
                 # A schema registry or dead-letter outage is as transient as a database one.
                 if not (is_transient(exc) or isinstance(exc, DeadLetterError | RegistryError)):
                     raise
-                failing_since = failing_since or self._clock()
                 if deadline is not None and self._clock() >= deadline:
                     raise _ShutdownDeadlineError from exc
-                self._wait_for_recovery(exc, attempt, failing_since, deadline)
+                self._wait_for_recovery(exc, attempt, deadline)
                 attempt += 1
                 continue
             self._recovered()
@@ -360,6 +558,8 @@ class BatchRuntime:
                 )
             self._dead_letters.flush(self._config.dead_letter_timeout_s)
             self._offsets.commit(conn, positions, self._claims)
+        self._stored.update(positions)
+        self._dead_letters.forget_before(positions)
         # Postgres has the rows and the offsets: now tell Kafka too (for lag tooling).
         self._consumer.commit(
             offsets=[TopicPartition(t, p, offset) for (t, p), offset in positions.items()],
@@ -407,22 +607,36 @@ class BatchRuntime:
         return left_rows + right_rows, left_bad + right_bad
 
     # --- failures and recovery ---------------------------------------------------------
-    def _wait_for_recovery(
-        self, exc: BaseException, attempt: int, failing_since: float, deadline: float | None
-    ) -> None:
+    def _failing(self, exc: BaseException, doing: str, *, since: float | None = None) -> None:
+        """Note a transient failure (of work begun at ``since``, default now); past the
+        retry deadline, say once that we are unready."""
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now if since is None else since
+        if not self._reported_unready and now - self._failing_since > self._config.retry_deadline_s:
+            self._reported_unready = True
+            logger.error(
+                "%s still failing after %.0fs (%s); reporting not ready, still retrying",
+                doing,
+                self._config.retry_deadline_s,
+                exc,
+            )
+
+    def _database_answered(self) -> None:
+        """A transaction went through: whatever was failing is not failing now."""
+        if self._failing_since is not None and not self._paused:
+            logger.info("database reachable again")
+        self._failing_since = None
+        self._reported_unready = False
+
+    def _wait_for_recovery(self, exc: BaseException, attempt: int, deadline: float | None) -> None:
         self._metrics.retries.labels(self._sink.name).inc()
         if not self._paused:
             self._paused = True
             self._metrics.paused.labels(self._sink.name).set(1)
             self._consumer.pause(self._consumer.assignment())
             logger.warning("database unavailable (%s): paused consumption, retrying", exc)
-        if self._healthy and self._clock() - failing_since > self._config.retry_deadline_s:
-            self._healthy = False
-            logger.error(
-                "batch still failing after %.0fs (%s); reporting not ready, still retrying",
-                self._config.retry_deadline_s,
-                exc,
-            )
+        self._failing(exc, "batch")
         delay = self._config.backoff.delay(attempt)
         if deadline is not None:
             delay = min(delay, max(0.0, deadline - self._clock()))
@@ -437,16 +651,123 @@ class BatchRuntime:
                 self._accept(message)
 
     def _recovered(self) -> None:
+        """The batch in hand was written (or fenced): the database answers."""
+        self._database_answered()
+        self._resume("database reachable again")
+
+    def _resume(self, why: str) -> None:
+        """End the pause that belonged to the batch in hand (written, fenced or revoked)."""
         if not self._paused:
             return
         self._paused = False
-        self._healthy = True
         self._metrics.paused.labels(self._sink.name).set(0)
         for (topic, partition), offset in self._rewind.items():
             self._consumer.seek(TopicPartition(topic, partition, offset))
         self._rewind.clear()
-        self._consumer.resume(self._consumer.assignment())
-        logger.info("database reachable again: resumed consumption")
+        # Refused partitions stay paused: they are not ours to read.
+        self._consumer.resume(
+            [p for p in self._consumer.assignment() if (p.topic, p.partition) in self._claims]
+        )
+        logger.info("%s: resumed consumption", why)
+
+    # --- between batches -----------------------------------------------------------------
+    def _maintain(self) -> None:
+        """Between batches, every ``log_check_interval_s`` (sooner while failing): probe a
+        database that failed, re-check refused partitions, and check every stored position
+        against the log (at once when the broker reported a position out of range)."""
+        now = self._clock()
+        if now < self._next_maintenance:
+            return
+        interval = self._config.log_check_interval_s
+        if self._failing_since is not None:
+            interval = min(interval, self._config.backoff.cap_s)
+        self._next_maintenance = now + interval
+        if self._failing_since is not None:
+            try:
+                # A short wait: the loop (and a stop request) should not hang on a probe.
+                with self._pool.connection(timeout=_PROBE_TIMEOUT_S) as conn:
+                    conn.execute("SELECT 1")
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self._failing(exc, "database")
+                return
+            self._database_answered()
+        try:
+            if self._refused:
+                self._recheck_refused()
+            self._check_positions()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The next round tries again; a database that stays away shows on the next
+            # batch, a broker that stays away in consumption itself.
+            logger.debug("checking offsets against the log failed (%s); trying later", exc)
+
+    def _recheck_refused(self) -> None:
+        """A refused partition comes back once its stored offset was moved (its generation
+        changed, e.g. by ``sidestream replay --force``) to a position inside the log."""
+        with self._pool.connection() as conn:
+            current = self._offsets.generations(conn, self._refused)
+        moved = [k for k, r in self._refused.items() if current.get(k) != r.claim.generation]
+        if not moved:
+            return
+        claims, refused = self._claim_once(moved)
+        for key, refusal in refused.items():
+            self._refuse(key, refusal)  # still outside (a new line only if it moved)
+        for key, claim in claims.items():
+            if not self._start_at(key, claim, self._refused[key].condition):
+                continue
+            self._refused.pop(key, None)
+            self._announced.pop(key, None)
+            self._metrics.offset_out_of_range.remove(self._sink.name, key[0], str(key[1]))
+            logger.info("%s[%d]: stored offset moved to %s; consuming", *key, claim.next_offset)
+
+    def _check_positions(self) -> None:
+        """Each consumed partition's stored position against its log: a topic deleted and
+        recreated under a running worker (or its broker's data lost) leaves it past the
+        new end, where a fetch may answer nothing at all."""
+        positions = {key: self._stored[key] for key in self._claims if key in self._stored}
+        if not positions:
+            return
+        conditions = self._log_bounds.out_of_range(positions)
+        for key, condition in conditions.items():
+            claim = self._claims[key]
+            # Whatever was fetched for it came from a log we no longer trust.
+            self._buffer = [m for m in self._buffer if (m.topic(), m.partition()) != key]
+            if self._config.offset_out_of_range is OutOfRangePolicy.REFUSE:
+                self._claims.pop(key)
+                self._stored.pop(key, None)
+                self._consumer.pause([TopicPartition(*key)])
+                self._refuse(key, _Refused(condition, claim))
+                continue
+            try:
+                self._start_at(key, self._reset(condition, claim), condition)
+            except Fenced as exc:
+                logger.warning("%s; not resetting %s[%d]", exc, *key)
+
+    def _start_at(self, key: TopicPartitionKey, claim: Claim, condition: OffsetOutOfRange) -> bool:
+        """Consume ``key`` from its claimed offset (from the log's start if none).
+
+        If the consumer cannot move there yet, the partition is held (paused, among the
+        refused, with a generation no row has) so the next round claims it and tries again.
+        """
+        offset = claim.next_offset if claim.next_offset is not None else OFFSET_BEGINNING
+        partition = TopicPartition(key[0], key[1], offset)
+        try:
+            self._consumer.seek(partition)
+        except KafkaException as exc:
+            self._consumer.pause([partition])
+            self._claims.pop(key, None)
+            self._stored.pop(key, None)
+            self._refused[key] = _Refused(condition, Claim(claim.next_offset, -1))
+            logger.warning("%s[%d]: cannot move to offset %d yet (%s); retrying", *key, offset, exc)
+            return False
+        self._claims[key] = claim
+        if claim.next_offset is not None:
+            self._stored[key] = claim.next_offset
+        self._consumer.resume([partition])
+        return True
 
     def _after_fence(self, exc: Fenced, messages: list[Message]) -> None:
         for key in exc.partitions:

@@ -18,13 +18,19 @@ from types import FrameType
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from consumers.dead_letters import DeadLetters
+from consumers.dead_letters import DeadLetters, dead_letter_max_bytes, dead_letter_topic
 from consumers.metrics import ConsumerMetrics
 from consumers.runtime import BatchConfig, BatchRuntime, ExitStatus
 from consumers.sink import Sink, TableSink
 from consumers.sinks import AnalyticsSink, AuditSink, NotificationsSink
 from runtime import ObservabilityServer, Settings
-from runtime.clients import kafka_consumer, kafka_producer, kafka_reachable, postgres_pool
+from runtime.clients import (
+    kafka_admin,
+    kafka_consumer,
+    kafka_producer,
+    kafka_reachable,
+    postgres_pool,
+)
 from schemas import EventDeserializer
 from schemas.topics import topic_for
 
@@ -71,11 +77,14 @@ def run_worker(
     registry: CollectorRegistry = REGISTRY,
     install_signal_handlers: bool = True,
     sink: Sink | None = None,
+    on_runtime: Callable[[BatchRuntime], None] | None = None,
 ) -> ExitStatus:
     """Run one sink worker until ``stop`` is set or a SIGTERM/SIGINT arrives.
 
     ``sink`` defaults to the built-in sink named ``options.sink``; other packages pass
     their own (e.g. the cache invalidation sink) to run it in the same batch runtime.
+    ``on_runtime`` is shown the runtime before it runs (embedded workers ask it for
+    readiness).
     """
     sink = sink or build_sink(options.sink)
     topics = list(options.topics or (topic_for(sink.event_type),))
@@ -97,25 +106,41 @@ def run_worker(
         **{
             "client.id": me,
             "max.poll.interval.ms": settings.consumer_max_poll_interval_ms,
+            # A position outside the log is the runtime's to handle (its offset policy),
+            # never a silent jump to the other end.
+            "auto.offset.reset": "error",
             # Fetch in large chunks: batches are thousands of records.
             "fetch.min.bytes": 1,
             "queued.max.messages.kbytes": 65536,
         },
     )
-    producer = kafka_producer(settings, **{"client.id": f"{me}-dlq"})
+    # Imported here: consumers.ops builds on this module (replay runs sink workers).
+    from consumers.ops.reader import TopicReader
+
+    # Dead letters as large as their topics accept (larger ones go as references).
+    dlq_max_bytes = dead_letter_max_bytes(
+        kafka_admin(settings), [dead_letter_topic(t) for t in topics]
+    )
+    producer = kafka_producer(
+        settings, **{"client.id": f"{me}-dlq", "message.max.bytes": dlq_max_bytes}
+    )
     pool = postgres_pool(settings, name=f"{sink.name}-sink", schema=options.schema, max_size=2)
+    log_bounds = TopicReader.from_settings(settings)
     runtime = BatchRuntime(
         sink=sink,
         topics=topics,
         group_id=group_id,
         consumer=consumer,
         pool=pool,
-        dead_letters=DeadLetters(producer, worker=me),
+        dead_letters=DeadLetters(producer, worker=me, max_message_bytes=dlq_max_bytes),
         deserializer=EventDeserializer(schema_registry_url=settings.schema_registry_url),
+        log_bounds=log_bounds,
         metrics=ConsumerMetrics(registry),
         worker_id=me,
         config=BatchConfig.from_settings(settings),
     )
+    if on_runtime is not None:
+        on_runtime(runtime)
     logger.info("worker %s: sink %s, group %s, topics %s", me, sink.name, group_id, topics)
     try:
         with ObservabilityServer(
@@ -129,6 +154,7 @@ def run_worker(
             status = runtime.run(stop)
     finally:
         producer.flush(5)
+        log_bounds.close()
         pool.close()
     logger.info("worker %s stopped: %s", me, status.name.lower())
     return status

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     consumer_batch_max_wait_ms: int = Field(
         default=200, ge=1, description="...or this long after its first record."
     )
+    consumer_batch_linger_ms: float = Field(
+        default=5,
+        ge=0,
+        description="...or as soon as the consumer has nothing more at hand: a poll that "
+        "waited this long handed over fewer records than asked.",
+    )
     consumer_retry_deadline_s: float = Field(
         default=30.0,
         gt=0,
@@ -120,6 +126,18 @@ class Settings(BaseSettings):
         default=20.0, gt=0, description="SIGTERM: finish the batch and leave the group within this."
     )
     consumer_max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    consumer_offset_out_of_range: Literal["refuse", "earliest", "latest"] = Field(
+        default="refuse",
+        description="A stored offset outside the partition's log (past its end, before its "
+        "start): refuse = do not consume the partition and report not ready until an "
+        "operator moves the offset; earliest / latest = reset it to the log's start / end.",
+    )
+    consumer_offset_check_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often an idle worker checks its positions against the log "
+        "(a topic recreated under it).",
+    )
 
     # --- Notification delivery (consumers.delivery.DeliveryConfig.from_settings) ------
     delivery_smtp_host: str = "127.0.0.1"

@@ -197,6 +197,14 @@ def redrive(
     )
     if report.redriven:
         console.print(f"  {verb}: {_positions(report.redriven)}", highlight=False)
+    if report.truncated:
+        err_console.print(
+            f"[yellow]not redriven, truncated references[/]: {_positions(report.truncated)} — "
+            "too large for the dead-letter topic, only their first KiB is there; replay "
+            "each from its source position (sidestream.dlq.source.* headers)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if report.at_cap:
         err_console.print(
             f"[yellow]skipped at the redrive cap[/]: {_positions(report.at_cap)} — "

@@ -78,7 +78,7 @@ def render(report: LagReport) -> Group:
                 _cell(p.kafka_offset),
                 f"{p.ends.end:,}" + ("" if p.ends.verified else "?"),
                 f"{p.ends.reported:,}" + ("*" if p.ends.short else ""),
-                f"{p.lag:,}",
+                f"{p.lag:,}" if p.out_of_range is None else f"[red]{p.out_of_range.where}[/]",
                 _age(p.event_time_lag_s(report.taken_at)),
                 group.activity.summary() if first else "",
             )
@@ -91,6 +91,12 @@ def render(report: LagReport) -> Group:
             notes.append(f"group {group.group}: topic {topic} no longer exists")
         if group.kafka_error:
             notes.append(f"group {group.group}: Kafka offsets unreadable: {group.kafka_error}")
+    for group_id, condition in report.out_of_range:
+        notes.append(
+            f"{condition.describe(group_id)}: its workers refuse the partition (or reset "
+            f"it, as SIDESTREAM_CONSUMER_OFFSET_OUT_OF_RANGE says); to re-read what the "
+            f"log holds: {condition.fix_command(group_id)}"
+        )
     if report.short_watermarks:
         notes.append(
             "* the broker reports this end offset short (the high watermark at the last "

@@ -5,6 +5,11 @@ truth) and the one committed in Kafka, the end offset — both as the broker rep
 and as confirmed by reading (some brokers report it short) — the lag in records, and the
 event-time lag: how long the oldest record not yet processed has been waiting (now minus
 the timestamp of the message at the committed position; 0 when caught up).
+
+A stored position outside the log — past its confirmed end (a recreated topic, a
+restarted in-memory broker) or before its start (retention passed it) — is reported as
+such (:attr:`PartitionLag.out_of_range`), never clamped to a lag of 0: the workers refuse
+those partitions (or reset them, as their policy says).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from consumers.log_range import OffsetOutOfRange
 from consumers.ops.errors import BrokerError, TopicNotFoundError
 from consumers.ops.groups import GroupActivity, GroupInspector
 from consumers.ops.positions import groups_in, stored_offsets
@@ -36,14 +42,18 @@ class PartitionLag:
     ends: EndOffsets
     position: int  # what the lag counts from: Postgres, else Kafka, else the start
     oldest_pending_ms: int | None  # timestamp of the message at ``position``, if behind
+    out_of_range: OffsetOutOfRange | None = None  # the stored position is outside the log
 
     @property
     def lag(self) -> int:
+        """Records behind; for a position past the end, how far past (negative)."""
+        if self.out_of_range is not None and self.out_of_range.past_end:
+            return self.ends.end - self.out_of_range.stored
         return max(0, self.ends.end - self.position)
 
     def event_time_lag_s(self, now: datetime) -> float | None:
         """Seconds the oldest pending record has waited (0 caught up; None: unknown)."""
-        if self.lag == 0:
+        if self.lag <= 0:
             return 0.0
         if self.oldest_pending_ms is None:
             return None
@@ -60,7 +70,11 @@ class GroupLag:
 
     @property
     def lag(self) -> int:
-        return sum(p.lag for p in self.partitions)
+        return sum(max(0, p.lag) for p in self.partitions)
+
+    @property
+    def out_of_range(self) -> tuple[OffsetOutOfRange, ...]:
+        return tuple(p.out_of_range for p in self.partitions if p.out_of_range is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +82,11 @@ class LagReport:
     schema: str
     taken_at: datetime
     groups: tuple[GroupLag, ...]
+
+    @property
+    def out_of_range(self) -> tuple[tuple[str, OffsetOutOfRange], ...]:
+        """(group, condition) of every stored position outside its log."""
+        return tuple((g.group, c) for g in self.groups for c in g.out_of_range)
 
     @property
     def short_watermarks(self) -> bool:
@@ -98,6 +117,7 @@ class LagReport:
                             "reported_end_offset": p.ends.reported,
                             "end_verified": p.ends.verified,
                             "lag": p.lag,
+                            "out_of_range": p.out_of_range.where if p.out_of_range else None,
                             "event_time_lag_s": p.event_time_lag_s(self.taken_at),
                         }
                         for p in g.partitions
@@ -142,11 +162,14 @@ def measure_lag(
         topics = sorted({t for t, _ in stored[group]} - missing)
         keys = [(t, p) for t in topics for p in partitions[t]]
         positions: dict[Key, int] = {}
+        outside: dict[Key, OffsetOutOfRange] = {}
         for key in keys:
             position = stored[group].get(key)
             if position is None:
                 position = committed.get(key, ends[key].low)
-            positions[key] = max(position, ends[key].low)
+            if not ends[key].low <= position <= ends[key].end:
+                outside[key] = OffsetOutOfRange(*key, position, ends[key].low, ends[key].end)
+            positions[key] = min(max(position, ends[key].low), ends[key].end)
         peeks = reader.peek({k: o for k, o in positions.items() if o < ends[k].end})
         report.append(
             GroupLag(
@@ -163,6 +186,7 @@ def measure_lag(
                         oldest_pending_ms=(
                             peek.timestamp_ms if (peek := peeks.get(key)) is not None else None
                         ),
+                        out_of_range=outside.get(key),
                     )
                     for key in keys
                 ),

@@ -25,6 +25,7 @@ from types import TracebackType
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from consumers.log_range import OffsetOutOfRange
 from consumers.offsets import TopicPartitionKey
 from consumers.ops.errors import (
     BrokerError,
@@ -199,6 +200,40 @@ class TopicReader:
             raise ReadTimeoutError(
                 next(iter(unfinished))[0], (p for _, p in unfinished), self._timeout_s
             )
+        return found
+
+    def out_of_range(self, positions: Mapping[Key, int]) -> dict[Key, OffsetOutOfRange]:
+        """The positions before their partition's start or past its confirmed end.
+
+        Only positions beyond the reported high watermark are confirmed by reading (it
+        may read short); a position exactly at the end is in range. The batch runtime
+        calls this on every assignment (:class:`consumers.log_range.LogBounds`).
+
+        Raises:
+            ConnectionError: the broker did not answer (retry later).
+            TimeoutError: a suspect partition's end could not be confirmed in time.
+        """
+        try:
+            marks = self.watermarks(positions)
+            suspect = {k: marks[k] for k, offset in positions.items() if offset > marks[k][1]}
+            ends = self._confirm_ends(suspect) if suspect else {}
+        except (BrokerError, KafkaException) as exc:
+            raise ConnectionError(str(exc)) from exc
+        unconfirmed = [key for key, end in ends.items() if not end.verified]
+        if unconfirmed:
+            raise TimeoutError(
+                str(
+                    ReadTimeoutError(
+                        unconfirmed[0][0], (p for _, p in unconfirmed), self._timeout_s
+                    )
+                )
+            )
+        found = {}
+        for key, offset in positions.items():
+            low, high = marks[key]
+            end = ends[key].end if key in ends else high
+            if offset < low or offset > end:
+                found[key] = OffsetOutOfRange(key[0], key[1], offset, low, end)
         return found
 
     def ends(self, keys: Iterable[Key]) -> dict[Key, EndOffsets]:

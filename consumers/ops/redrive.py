@@ -11,6 +11,10 @@ original key, value and headers (``sidestream.dlq.*`` removed) plus
 ``sidestream.redrive.from``. A record whose count has reached ``max_redrives`` is
 skipped and reported: it came back to the dead-letter topic that many times already.
 
+A dead letter that is a truncated reference (``sidestream.dlq.truncated``: the record
+was too large for the dead-letter topic) holds only the first KiB of the value: it is
+never redriven, but reported with where the full record is, to replay from there.
+
 A source record dead-lettered twice (a replay reads it again, or a worker crashed between
 dead-lettering and committing) leaves two dead letters with the same source position and
 value: only the first is redriven, the others are reported as repeats.
@@ -37,7 +41,7 @@ import psycopg
 from confluent_kafka import KafkaError, Message, Producer
 from psycopg import sql
 
-from consumers.dead_letters import DLQ_SUFFIX, HEADER_PREFIX
+from consumers.dead_letters import DLQ_SUFFIX, HEADER_PREFIX, TRUNCATED_HEADER
 from consumers.ops.errors import RedriveError
 from consumers.ops.reader import TopicReader
 from consumers.records import Headers, headers_of
@@ -84,6 +88,7 @@ class DeadLetter:
     error_message: str
     dead_lettered_at_ms: int  # the sidestream.dlq.time header, else the record's timestamp
     redrive_count: int  # sidestream.redrive.count carried by the record (0: never)
+    truncated: bool = False  # a reference to a record too large to copy: not redrivable
 
     @classmethod
     def from_message(cls, message: Message) -> DeadLetter:
@@ -113,6 +118,7 @@ class DeadLetter:
             error_message=_text(ours.get(HEADER_PREFIX + "error.message")) or "",
             dead_lettered_at_ms=_int(ours.get(HEADER_PREFIX + "time")) or stamp,
             redrive_count=_int(ours.get(REDRIVE_COUNT_HEADER)) or 0,
+            truncated=_text(ours.get(TRUNCATED_HEADER)) == "true",
         )
 
     @property
@@ -299,6 +305,7 @@ class RedriveReport:
     at_cap: tuple[DeadLetter, ...]
     repeats: tuple[DeadLetter, ...]  # same source record as one redriven (or being) already
     dry_run: bool
+    truncated: tuple[DeadLetter, ...] = ()  # references to records too large: not redriven
 
 
 @dataclass(slots=True)
@@ -354,12 +361,24 @@ class Redriver:
         already: list[DeadLetter] = []
         capped: list[DeadLetter] = []
         repeats: list[DeadLetter] = []
+        truncated: list[DeadLetter] = []
         chunk: list[DeadLetter] = []
         picked: set[_Source] = set()  # sources chosen by this call (dry runs included)
         for letter in letters:
             state = self._state(letter.dlq_topic)
             source = letter.source
-            if state.positions.get(letter.position) == letter.timestamp_ms:
+            if letter.truncated:
+                truncated.append(letter)
+                logger.warning(
+                    "not redriving %s (%s): a truncated reference, the record was too large "
+                    "for the dead-letter topic; replay it from %s[%s]@%s",
+                    letter.where,
+                    letter.error_class,
+                    letter.source_topic,
+                    letter.source_partition,
+                    letter.source_offset,
+                )
+            elif state.positions.get(letter.position) == letter.timestamp_ms:
                 already.append(letter)
             elif source is not None and (source in state.sources or source in picked):
                 repeats.append(letter)
@@ -381,7 +400,12 @@ class Redriver:
         if chunk:
             self._send(chunk, dry_run, redriven, already)
         return RedriveReport(
-            tuple(redriven), tuple(already), tuple(capped), tuple(repeats), dry_run
+            tuple(redriven),
+            tuple(already),
+            tuple(capped),
+            tuple(repeats),
+            dry_run,
+            tuple(truncated),
         )
 
     def _state(self, dlq_topic: str) -> _Redriven:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from devtools.localstack.incarnation import forget_offsets_of_previous_broker
 from devtools.localstack.kafka import KafkaServer
 from devtools.localstack.postgres import PostgresServer
 from devtools.localstack.process import ServerStatus
 from devtools.localstack.redis import RedisServer
 from devtools.localstack.server import LocalServer
+from runtime.clients import kafka_admin
 from runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -23,6 +25,7 @@ class LocalStack:
     """
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         stack_dir = Path(settings.stack_dir).resolve()
         self.servers: list[LocalServer] = [
             KafkaServer(
@@ -38,6 +41,7 @@ class LocalStack:
                 stack_dir=stack_dir, port=settings.redis_port, binary=settings.redis_server
             ),
         ]
+        self.forgotten_offsets: list[str] = []  # what the last ``up`` forgot (see incarnation)
 
     def server(self, name: str) -> LocalServer:
         for server in self.servers:
@@ -55,6 +59,10 @@ class LocalStack:
                 statuses.append(server.start())
                 if not was_running:
                     started.append(server)
+            # A fresh in-memory broker: offsets stored for the old one's log are forgotten.
+            self.forgotten_offsets = forget_offsets_of_previous_broker(
+                self._settings, kafka_admin(self._settings)
+            )
         except BaseException:
             for server in reversed(started):
                 server.stop()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -10,6 +12,7 @@ import pytest
 
 from consumers import CONSUMER_MIGRATIONS, WorkerOptions
 from consumers.embedded import EmbeddedWorker
+from devtools.localstack.kafka import KafkaServer
 from runtime import Settings
 from runtime.migrations import migrate
 
@@ -36,3 +39,15 @@ def worker_threads() -> Iterator[Callable[..., EmbeddedWorker]]:
         worker.stop_event.set()
     for worker in started:
         worker.shutdown()
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path) -> Iterator[KafkaServer]:
+    """A broker of this test's own, so restarting it disturbs no other test."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = KafkaServer(stack_dir=tmp_path / "kafka-stack", port=port)
+    server.start()
+    yield server
+    server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -10,10 +11,12 @@ from typing import Any
 import psycopg
 from confluent_kafka import Message
 
-from consumers import WorkerOptions, dead_letter_topic
+from consumers import DeadLetters, WorkerOptions, dead_letter_topic
 from consumers.embedded import EmbeddedWorker
-from consumers.records import headers_of
+from consumers.ops import DeadLetter
+from consumers.records import RawRecord, headers_of
 from runtime import Settings
+from runtime.clients import kafka_producer
 from schemas import ChangeKind, EntityChanged, EventSerializer
 from tests.consumers.support import (
     audit_event,
@@ -102,3 +105,90 @@ def test_poison_records_are_dead_lettered_and_the_rest_lands(
         f'SELECT next_offset FROM "{sink_schema}".consumer_offsets WHERE topic = %s', (topic,)
     ).fetchone()
     assert stored == (len(stream),)
+
+
+def _dlq_headers(message: Message) -> dict[str, bytes]:
+    return {k: v for k, v in headers_of(message) if isinstance(v, bytes)}
+
+
+def test_records_too_large_for_the_dead_letter_topic_go_as_references_once(
+    stack_settings: Settings,
+    make_topic: Callable[..., str],
+    sink_schema: str,
+    pg_conn: psycopg.Connection[Any],
+    worker_threads: Callable[[Settings, WorkerOptions], EmbeddedWorker],
+    unique: Callable[[str], str],
+) -> None:
+    topic = make_topic("audit", partitions=1)
+    make_topic(name=dead_letter_topic(topic), partitions=1)
+    huge = b"\x7f" + b"h" * 5_000_000  # 5 MB of poison
+    # 999 KB fits the dead-letter topic alone; its headers and ours push it over.
+    near = b"\x7f" + b"n" * 999_000
+    serializer = EventSerializer()
+    producer = kafka_producer(stack_settings, **{"message.max.bytes": 10_000_000})
+    for i in range(150):
+        if i == 50:
+            producer.produce(topic, value=huge, key=b"huge")
+        if i == 100:
+            producer.produce(topic, value=near, key=b"near", headers=[("trace", b"t" * 1500)])
+        event = audit_event(i)
+        producer.produce(topic, value=serializer.serialize(event, topic), key=event.key)
+    assert producer.flush(30) == 0
+
+    worker = worker_threads(
+        stack_settings,
+        WorkerOptions("audit", group_id=unique("g"), topics=(topic,), schema=sink_schema),
+    )
+    assert wait_for(lambda: count_rows(pg_conn, sink_schema, "audit_events") == 150, timeout=60)
+    assert worker.ready()
+    letters = read_all(stack_settings, dead_letter_topic(topic), expect=3, timeout=5)
+    assert len(letters) == 2  # each bad record once
+    for letter, original, offset in ((letters[0], huge, 50), (letters[1], near, 101)):
+        headers = _dlq_headers(letter)
+        assert headers["sidestream.dlq.truncated"] == b"true"
+        assert int(headers["sidestream.dlq.source.offset"]) == offset
+        assert int(headers["sidestream.dlq.original.size"]) == len(original)
+        assert (
+            headers["sidestream.dlq.original.sha256"]
+            == hashlib.sha256(original).hexdigest().encode()
+        )
+        assert letter.value() == original[:1024]
+        assert headers["sidestream.dlq.error.class"] == b"DecodeError"
+        assert DeadLetter.from_message(letter).truncated  # redrive will not send it back
+    assert worker.shutdown() == 0
+
+
+def test_a_dead_letter_is_sent_once_however_often_its_batch_is_retried(
+    stack_settings: Settings, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic("audit", partitions=1)
+    make_topic(name=dead_letter_topic(topic), partitions=1)
+    letters = DeadLetters(kafka_producer(stack_settings), worker="test")
+    raw = RawRecord(topic, 0, 5, b"k", b"\x7fbad", [], 0)
+    letters.send(raw, error_class="DecodeError", message="bad")
+    letters.flush(10)
+    # The batch failed after its dead letters were acknowledged, and is retried.
+    letters.send(raw, error_class="DecodeError", message="bad")
+    letters.flush(10)
+    assert len(read_all(stack_settings, dead_letter_topic(topic), expect=2, timeout=5)) == 1
+    # Committed: a later read of the same record (a replay) dead-letters it again.
+    letters.forget_before({(topic, 0): 6})
+    letters.send(raw, error_class="DecodeError", message="bad")
+    letters.flush(10)
+    assert len(read_all(stack_settings, dead_letter_topic(topic), expect=2, timeout=30)) == 2
+
+
+def test_a_producer_limit_below_the_estimate_still_gets_a_reference(
+    stack_settings: Settings, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic("audit", partitions=1)
+    make_topic(name=dead_letter_topic(topic), partitions=1)
+    # Told the topic takes 1 MB, while the producer stops at 100 KB: librdkafka refuses.
+    producer = kafka_producer(stack_settings, **{"message.max.bytes": 100_000})
+    letters = DeadLetters(producer, worker="test", max_message_bytes=1_000_000)
+    value = b"\x7f" + b"v" * 300_000
+    letters.send(RawRecord(topic, 0, 9, None, value, [], 0), error_class="X", message="m")
+    letters.flush(10)
+    (letter,) = read_all(stack_settings, dead_letter_topic(topic), expect=1)
+    assert _dlq_headers(letter)["sidestream.dlq.truncated"] == b"true"
+    assert letter.value() == value[:1024]

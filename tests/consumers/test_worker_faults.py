@@ -106,23 +106,17 @@ def private_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
     server.stop()
 
 
-@pytest.mark.chaos
-def test_postgres_restart_pauses_the_worker_which_recovers_by_itself(
-    stack_settings: Settings,
-    topic: str,
-    private_postgres: PostgresServer,
-    worker_threads: StartWorker,
-    unique: Callable[[str], str],
-) -> None:
+def _on_private_postgres(
+    stack_settings: Settings, server: PostgresServer, *, retry_deadline_s: float
+) -> tuple[Settings, Callable[[], int]]:
+    """Settings for workers on ``server`` (migrated), and a row count that says -1 while
+    the server is down."""
     settings = stack_settings.with_overrides(
-        postgres_dsn=f"postgresql://postgres@127.0.0.1:{private_postgres.port}/faults",
-        consumer_retry_deadline_s=2,
+        postgres_dsn=f"postgresql://postgres@127.0.0.1:{server.port}/faults",
+        consumer_retry_deadline_s=retry_deadline_s,
     )
     with postgres_connect(settings, autocommit=True) as conn:
         migrate(conn, [CONSUMER_MIGRATIONS], schema="public")
-    options = WorkerOptions("audit", group_id=unique("g"), topics=(topic,))
-    worker = worker_threads(settings, options)
-    produce(settings, topic, (audit_event(i) for i in range(5000)))
 
     def rows() -> int:
         try:
@@ -131,6 +125,21 @@ def test_postgres_restart_pauses_the_worker_which_recovers_by_itself(
         except psycopg.OperationalError:
             return -1
 
+    return settings, rows
+
+
+@pytest.mark.chaos
+def test_postgres_restart_pauses_the_worker_which_recovers_by_itself(
+    stack_settings: Settings,
+    topic: str,
+    private_postgres: PostgresServer,
+    worker_threads: StartWorker,
+    unique: Callable[[str], str],
+) -> None:
+    settings, rows = _on_private_postgres(stack_settings, private_postgres, retry_deadline_s=2)
+    options = WorkerOptions("audit", group_id=unique("g"), topics=(topic,))
+    worker = worker_threads(settings, options)
+    produce(settings, topic, (audit_event(i) for i in range(5000)))
     assert wait_for(lambda: rows() == 5000, timeout=60)
     private_postgres.stop()
     produce(settings, topic, (audit_event(i) for i in range(5000, 10_000)))
@@ -186,3 +195,58 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(
     finally:
         survivor.kill()
     _assert_exactly_once(pg_conn, sink_schema, total)
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize(
+    "outage_s", [2.0, 6.0], ids=["outage-within-deadline", "outage-past-deadline"]
+)
+def test_a_database_outage_during_a_rebalance_leaves_every_worker_consuming(
+    stack_settings: Settings,
+    make_topic: Callable[..., str],
+    private_postgres: PostgresServer,
+    worker_threads: StartWorker,
+    unique: Callable[[str], str],
+    outage_s: float,
+) -> None:
+    """A batch is retrying while the database is away and a second worker joins: the
+    retried batch's partitions move, both workers claim in the assignment callback while
+    the database is still away (past the retry deadline in the second case), and once it
+    returns both consume, ready and unpaused — nothing lost, nothing twice, nobody dead."""
+    settings, rows = _on_private_postgres(stack_settings, private_postgres, retry_deadline_s=3)
+    topic = make_topic("audit", partitions=4)
+    options = WorkerOptions("audit", group_id=unique("g"), topics=(topic,))
+    first = worker_threads(settings, options)
+    produce(settings, topic, (audit_event(i) for i in range(4000)))
+    assert wait_for(lambda: rows() == 4000, timeout=60)
+    private_postgres.stop()
+    stopped = time.monotonic()
+    produce(settings, topic, (audit_event(i) for i in range(4000, 8000)))
+    assert wait_for(
+        lambda: first.metric("sidestream_consumer_paused", sink="audit") == 1, timeout=30
+    )
+    second = worker_threads(settings, options)  # the rebalance, while the database is away
+    assert wait_for(
+        lambda: second.metric("sidestream_rebalances_total", sink="audit", kind="assign") >= 1,
+        timeout=30,
+    )
+    time.sleep(max(0.0, stopped + outage_s - time.monotonic()))
+    if outage_s > settings.consumer_retry_deadline_s:
+        # Both are claiming in the assignment callback, past the retry deadline.
+        assert wait_for(lambda: not (first.ready() or second.ready()), timeout=30)
+    assert first.alive
+    assert second.alive
+    private_postgres.start()
+
+    assert wait_for(lambda: rows() == 8000, timeout=120)
+    for worker in (first, second):
+        assert worker.alive
+        assert wait_for(worker.ready, timeout=30)
+        assert worker.metric("sidestream_consumer_paused", sink="audit") == 0
+    # New records on every partition land too: no partition was left paused.
+    produce(settings, topic, (audit_event(i) for i in range(8000, 10_000)))
+    assert wait_for(lambda: rows() == 10_000, timeout=60)
+    assert first.shutdown() == 0
+    assert second.shutdown() == 0
+    with postgres_connect(settings) as conn:
+        _assert_exactly_once(conn, "public", 10_000)

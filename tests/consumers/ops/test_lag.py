@@ -10,12 +10,15 @@ from typing import Any
 import psycopg
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
+from rich.console import Console
 
 from consumers import WorkerOptions
 from consumers.embedded import EmbeddedWorker
 from consumers.ops import Activity, measure_lag
+from consumers.ops.positions import move_offsets
 from runtime import Settings
 from runtime.clients import kafka_consumer
+from sidestream.lag_cmd import render
 from tests.consumers.ops.support import ops_clients, per_partition, produce_stamped
 from tests.consumers.support import audit_event, count_rows, wait_for
 
@@ -128,3 +131,41 @@ def test_a_running_group_shows_as_active_and_caught_up(
     assert running.activity.activity is Activity.ACTIVE
     assert running.lag == 0
     assert all(p.event_time_lag_s(report.taken_at) == 0.0 for p in running.partitions)
+
+
+def test_a_stored_offset_past_the_end_is_shown_not_clamped(
+    stack_settings: Settings,
+    make_topic: Callable[..., str],
+    sink_schema: str,
+    pg_conn: psycopg.Connection[Any],
+    unique: Callable[[str], str],
+) -> None:
+    topic = make_topic("audit", partitions=2)
+    group = unique("g")
+    produce_stamped(
+        stack_settings,
+        topic,
+        [audit_event(i) for i in range(6)],
+        stamps_ms=[int(time.time() * 1000)] * 6,
+        partition=0,
+    )
+    move_offsets(pg_conn, sink_schema, group, {(topic, 0): 9, (topic, 1): 0}, owner="test")
+    with ops_clients(stack_settings) as (reader, groups):
+        report = measure_lag(conn=pg_conn, schema=sink_schema, reader=reader, groups=groups)
+    (lagging,) = report.groups
+    past, fine = lagging.partitions
+    assert past.out_of_range is not None
+    assert (past.out_of_range.stored, past.out_of_range.end) == (9, 6)
+    assert past.lag == -3  # three past the end, not "caught up"
+    assert fine.out_of_range is None
+    assert fine.lag == 0
+    assert lagging.lag == 0
+    assert (
+        json.loads(json.dumps(report.to_dict()))["groups"][0]["partitions"][0]["out_of_range"]
+        == "past the end"
+    )
+    console = Console(width=400, record=True)
+    console.print(render(report))
+    text = console.export_text()
+    assert f"{topic}[0] stored offset 9 is past the end of the log (start 0, end 6)" in text
+    assert f"sidestream replay --group {group} --topic {topic} --partitions 0" in text

@@ -251,3 +251,25 @@ def test_a_record_dead_lettered_twice_is_redriven_once(
         assert topic_size(reader, topic) == 2  # the original and one copy
     # Both groups land the one copy; each table holds the row once.
     assert wait_for(lambda: count_rows(pg_conn, sink_schema, "audit_events") == 1, timeout=60)
+
+
+def test_a_truncated_reference_is_never_redriven(
+    stack_settings: Settings,
+    make_topic: Callable[..., str],
+    sink_schema: str,
+    pg_conn: psycopg.Connection[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    topic = make_topic("audit", partitions=1)
+    dlq = dead_letter_topic(topic)
+    reference = _letter(dlq_topic=dlq, source_topic=topic, offset=3, truncated=True)
+    whole = _letter(dlq_topic=dlq, source_topic=topic, offset=4, source_offset=100)
+    producer = kafka_producer(stack_settings)
+    report = Redriver(producer=producer, conn=pg_conn, schema=sink_schema).redrive(
+        [reference, whole]
+    )
+    assert report.truncated == (reference,)
+    assert report.redriven == (whole,)
+    assert f"replay it from {topic}[0]@99" in caplog.text
+    with ops_clients(stack_settings) as (reader, _groups):
+        assert topic_size(reader, topic) == 1  # only the whole record went back

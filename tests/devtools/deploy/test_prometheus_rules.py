@@ -51,6 +51,10 @@ def test_rule_unit_tests_pass() -> None:
             'expr: up{job="sidestream"} == 0\n        for: 10m',
         ),
         ("sidestream:api_error_ratio:rate5m > 0.01\n", "sidestream:api_error_ratio:rate5m > 0.1\n"),
+        (
+            "(sidestream_consumer_offset_out_of_range) == 1\n        for: 1m",
+            "(sidestream_consumer_offset_out_of_range) == 1\n        for: 5m",
+        ),
     ],
 )
 def test_rule_unit_tests_fail_when_a_rule_changes(tmp_path: Path, old: str, new: str) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from consumers.errors import ConsumerError
 from consumers.records import RawRecord
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ DLQ_SUFFIX = ".dlq"
 HEADER_PREFIX = "sidestream.dlq."
 
 
-class DeadLetterError(Exception):
+class DeadLetterError(ConsumerError):
     """Dead letters could not be delivered; the batch must not be committed."""
 
 

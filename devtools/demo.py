@@ -40,13 +40,14 @@ from producers import apply_topics, plan_topics
 from producers.synthetic import Kind, publish_load
 from runtime import Settings
 from runtime.clients import kafka_admin, kafka_consumer, kafka_producer, postgres_connect
+from runtime.errors import SidestreamError
 from runtime.migrations import migrate
 from runtime.terminal import console
 from schemas.topics import load_topics, topic_for
 from services import MIGRATION_SOURCES
 
 
-class DemoError(Exception):
+class DemoError(SidestreamError):
     """A process the demo started did not come up or died; its log tail was printed."""
 
 

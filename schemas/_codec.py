@@ -35,6 +35,7 @@ from typing import Any
 
 import fastavro
 
+from runtime.errors import SidestreamError
 from schemas.catalog import SchemaCatalog, SchemaVersion
 from schemas.errors import SchemaError, ValidationError
 from schemas.events import Event
@@ -99,7 +100,7 @@ class _FastPathError(Exception):
 # the careful path then decides, and names the problem, as it always did.
 
 
-class MalformedRecordError(Exception):
+class MalformedRecordError(SidestreamError):
     """Raised inside a compiled decoder for bytes that are not valid Avro, where fastavro would
     still return something (a negative enum index wraps around, a boolean byte of 2 reads as True,
     an int beyond 32 bits or a varint beyond 64 bits is accepted): that verdict is final.

@@ -8,6 +8,8 @@ retried, with its offsets uncommitted, instead of being skipped.
 
 from __future__ import annotations
 
+from runtime.errors import SidestreamError
+
 __all__ = [
     "InvalidationError",
     "InvalidationTimeoutError",
@@ -16,7 +18,7 @@ __all__ = [
 ]
 
 
-class ServicesError(Exception):
+class ServicesError(SidestreamError):
     """Base of the errors raised by :mod:`services` (outside :mod:`services.cache`)."""
 
 

@@ -9,10 +9,10 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
-from consumers.runtime import ExitStatus
 from consumers.sink import Sink
 from consumers.worker import WorkerOptions, run_worker
 from runtime import Settings
+from runtime.lifecycle import ExitStatus
 
 
 class EmbeddedWorker:

@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import IntEnum
 from typing import Any
 
 import psycopg
@@ -39,9 +38,10 @@ from consumers.dead_letters import DeadLetterError, DeadLetters
 from consumers.metrics import ConsumerMetrics
 from consumers.offsets import Claim, Fenced, PostgresOffsets, TopicPartitionKey
 from consumers.records import RawRecord, Record, headers_of
-from consumers.retry import Backoff, is_poison, is_transient
 from consumers.sink import Sink
 from runtime import Settings
+from runtime.lifecycle import ExitStatus as ExitStatus  # where its callers import it from
+from runtime.retry import Backoff, is_poison, is_transient
 from schemas import (
     DecodeError,
     EventDeserializer,
@@ -72,13 +72,6 @@ class BatchConfig:
             retry_deadline_s=settings.consumer_retry_deadline_s,
             shutdown_deadline_s=settings.consumer_shutdown_deadline_s,
         )
-
-
-class ExitStatus(IntEnum):
-    """The worker's exit code: did it drain cleanly?"""
-
-    DRAINED = 0
-    ABANDONED = 1  # the deadline passed with a batch unwritten; it will be re-read
 
 
 @dataclass(slots=True)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -25,6 +23,7 @@ from consumers.sink import Sink, TableSink
 from consumers.sinks import AnalyticsSink, AuditSink, NotificationsSink
 from runtime import ObservabilityServer, Settings
 from runtime.clients import kafka_consumer, kafka_producer, postgres_pool
+from runtime.lifecycle import stop_on_signals
 from schemas import EventDeserializer
 from schemas.topics import topic_for
 
@@ -83,13 +82,7 @@ def run_worker(
     stop = stop or threading.Event()
     me = worker_id()
     if install_signal_handlers:
-
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            logger.info("received %s: draining", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        stop_on_signals(stop, log=logger)
 
     consumer = kafka_consumer(
         settings,

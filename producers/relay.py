@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -56,13 +55,12 @@ from producers.metrics import RelayMetrics
 from producers.outbox import NOTIFY_CHANNEL, outbox_table
 from runtime import Settings
 from runtime.clients import postgres_connect, producer_config
+from runtime.retry import Backoff, is_transient_database_error
 
 __all__ = ["BatchResult", "OutboxRelay", "RelayConfig", "RelayStats", "run_relay"]
 
 logger = logging.getLogger(__name__)
 
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")  # connection, resources, operator, system
-_TRANSIENT_SQLSTATES = ("40001", "40P01", "55P03")  # serialization, deadlock, lock timeout
 _WAIT_SLICE_S = 0.25  # how often a waiting relay looks at its stop event
 _MAX_PRUNE_ROUNDS = 10
 
@@ -110,7 +108,7 @@ class RelayConfig:
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter for the `attempt`-th failure in a row."""
-        return random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
+        return Backoff(base_s=self.backoff_base_s, cap_s=self.backoff_cap_s).delay(attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,13 +145,6 @@ class _Outcomes:
 
     def report(self, index: int, error: KafkaError | None, message: Message) -> None:
         self.results[index] = None if error is None else error.str()
-
-
-def _is_transient(exc: BaseException) -> bool:
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate:
-        return sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 class OutboxRelay:
@@ -220,7 +211,7 @@ class OutboxRelay:
                     if result.claimed == 0:
                         self._wait(stop)
                 except psycopg.Error as exc:
-                    if not _is_transient(exc):
+                    if not is_transient_database_error(exc):
                         raise
                     failures += 1
                     self._metrics.failures.labels(self._label, "postgres").inc()

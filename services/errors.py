@@ -2,7 +2,7 @@
 
 The invalidation errors subclass :class:`ConnectionError` / :class:`TimeoutError` on
 purpose: the consumers' batch runtime treats those as transient
-(:func:`consumers.retry.is_transient`), so a batch whose keys could not be invalidated is
+(:func:`runtime.retry.is_transient`), so a batch whose keys could not be invalidated is
 retried, with its offsets uncommitted, instead of being skipped.
 """
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.retry import Backoff
 from runtime import Settings
+from runtime.retry import Backoff
 
 SETTINGS_PREFIX = "delivery_"
 #: The default signing secret: fine locally, refused by the worker in production.

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from consumers.live_analytics.app import LiveAnalyticsApp
 from consumers.live_analytics.options import LiveAnalyticsOptions
 from consumers.live_analytics.worker import run_live_analytics
-from consumers.runtime import ExitStatus
 from runtime import Settings
+from runtime.lifecycle import ExitStatus
 
 __all__ = ["EmbeddedLiveAnalytics"]
 

@@ -3,7 +3,6 @@ workers in threads or in real child processes."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from psycopg import sql
 from consumers import WorkerOptions
 from runtime import Settings
 from runtime.clients import kafka_consumer, kafka_producer
+from runtime.environment import child_environment
 from schemas import (
     AnalyticsEvent,
     AuditEvent,
@@ -132,12 +132,6 @@ def worker_process(
         command += ["--topic", topic]
     if options.schema:
         command += ["--schema", options.schema]
-    env = {
-        **os.environ,
-        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "SIDESTREAM_LOG_FORMAT": "json",
-        **(extra_env or {}),
-    }
+    env = child_environment(settings, extra={"SIDESTREAM_LOG_FORMAT": "json", **(extra_env or {})})
     with log.open("ab") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)

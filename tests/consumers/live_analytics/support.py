@@ -4,7 +4,6 @@ windows of a stream, the worker as a child process, and reading what it produced
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from psycopg import sql
 from consumers.live_analytics import LiveAnalyticsOptions
 from runtime import Settings
 from runtime.clients import kafka_producer
+from runtime.environment import child_environment
 from schemas import AnalyticsEvent, AuditEvent, AuditOutcome, Event, EventSerializer
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -159,13 +159,10 @@ def worker_process(
     payload = asdict(options)
     payload["spike"] = asdict(options.spike)
     payload["data_dir"] = str(options.data_dir) if options.data_dir else None
-    env = {
-        **os.environ,
-        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "SIDESTREAM_METRICS_PORT": str(metrics_port),
-        "SIDESTREAM_LOG_FORMAT": "console",
-    }
+    env = child_environment(
+        settings,
+        extra={"SIDESTREAM_METRICS_PORT": str(metrics_port), "SIDESTREAM_LOG_FORMAT": "console"},
+    )
     command = [
         sys.executable,
         "-m",

@@ -7,7 +7,6 @@ they work before they are registered in ``sidestream.main``.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from consumers.embedded import EmbeddedWorker
 from consumers.ops.positions import has_table, stored_offsets
 from consumers.ops.redrive import redriven_positions
 from runtime import Settings
+from runtime.environment import child_environment
 from tests.consumers.ops.support import (
     offsets_rows,
     ops_clients,
@@ -39,13 +39,7 @@ StartWorker = Callable[[Settings, WorkerOptions], EmbeddedWorker]
 
 def _command(settings: Settings, module: str, *args: str) -> tuple[list[str], dict[str, str]]:
     code = f"from sidestream.{module} import app; app(prog_name='sidestream')"
-    env = {
-        **os.environ,
-        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "SIDESTREAM_LOG_FORMAT": "json",
-        "COLUMNS": "200",
-    }
+    env = child_environment(settings, extra={"SIDESTREAM_LOG_FORMAT": "json", "COLUMNS": "200"})
     return [sys.executable, "-c", code, *args], env
 
 

@@ -9,6 +9,7 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
+from consumers.runtime import BatchConfig
 from consumers.sink import Sink
 from consumers.worker import WorkerOptions, run_worker
 from runtime import Settings
@@ -16,14 +17,23 @@ from runtime.lifecycle import ExitStatus
 
 
 class EmbeddedWorker:
-    """Runs :func:`run_worker` on a daemon thread with its own metrics registry."""
+    """Runs :func:`run_worker` on a daemon thread with its own metrics registry.
+
+    ``config`` defaults to :meth:`BatchConfig.from_settings` of ``settings``.
+    """
 
     def __init__(
-        self, settings: Settings, options: WorkerOptions, *, sink: Sink | None = None
+        self,
+        settings: Settings,
+        options: WorkerOptions,
+        *,
+        sink: Sink | None = None,
+        config: BatchConfig | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
         self.sink = sink
+        self.config = config
         self.registry = CollectorRegistry()
         self.stop_event = threading.Event()
         self.status: ExitStatus | None = None
@@ -41,6 +51,7 @@ class EmbeddedWorker:
                 registry=self.registry,
                 install_signal_handlers=False,
                 sink=self.sink,
+                config=self.config,
             )
         except BaseException as exc:
             self.error = exc

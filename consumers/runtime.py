@@ -42,6 +42,7 @@ from consumers.sink import Sink
 from runtime import Settings
 from runtime.lifecycle import ExitStatus as ExitStatus  # where its callers import it from
 from runtime.retry import Backoff, is_poison, is_transient
+from runtime.settings import setting_default
 from schemas import (
     DecodeError,
     EventDeserializer,
@@ -57,15 +58,16 @@ logger = logging.getLogger(__name__)
 class BatchConfig:
     """How batches are cut, retried and drained."""
 
-    max_records: int = 5000
-    max_wait_s: float = 0.2
-    retry_deadline_s: float = 30.0
-    shutdown_deadline_s: float = 20.0
+    max_records: int = setting_default("consumer_batch_max_records")
+    max_wait_s: float = setting_default("consumer_batch_max_wait_ms") / 1000
+    retry_deadline_s: float = setting_default("consumer_retry_deadline_s")
+    shutdown_deadline_s: float = setting_default("consumer_shutdown_deadline_s")
     dead_letter_timeout_s: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatchConfig:
+        """The ``consumer_*`` settings; what is not a setting keeps its default."""
         return cls(
             max_records=settings.consumer_batch_max_records,
             max_wait_s=settings.consumer_batch_max_wait_ms / 1000,

@@ -70,11 +70,14 @@ def run_worker(
     registry: CollectorRegistry = REGISTRY,
     install_signal_handlers: bool = True,
     sink: Sink | None = None,
+    config: BatchConfig | None = None,
 ) -> ExitStatus:
     """Run one sink worker until ``stop`` is set or a SIGTERM/SIGINT arrives.
 
     ``sink`` defaults to the built-in sink named ``options.sink``; other packages pass
     their own (e.g. the cache invalidation sink) to run it in the same batch runtime.
+    ``config`` (how batches are cut, retried and drained) defaults to
+    :meth:`BatchConfig.from_settings`.
     """
     sink = sink or build_sink(options.sink)
     topics = list(options.topics or (topic_for(sink.event_type),))
@@ -107,7 +110,7 @@ def run_worker(
         deserializer=EventDeserializer(schema_registry_url=settings.schema_registry_url),
         metrics=ConsumerMetrics(registry),
         worker_id=me,
-        config=BatchConfig.from_settings(settings),
+        config=config or BatchConfig.from_settings(settings),
     )
     logger.info("worker %s: sink %s, group %s, topics %s", me, sink.name, group_id, topics)
     try:

@@ -56,6 +56,7 @@ from producers.outbox import NOTIFY_CHANNEL, outbox_table
 from runtime import Settings
 from runtime.clients import postgres_connect, producer_config
 from runtime.retry import Backoff, is_transient_database_error
+from runtime.settings import setting_default
 
 __all__ = ["BatchResult", "OutboxRelay", "RelayConfig", "RelayStats", "run_relay"]
 
@@ -71,16 +72,16 @@ Connect = Callable[[], psycopg.Connection[Any]]
 class RelayConfig:
     """How a relay claims, waits and cleans up; durations in seconds."""
 
-    batch_size: int = 1000
+    batch_size: int = setting_default("relay_batch_size")
     """Rows per transaction, at most."""
     max_keys: int = 100
     """Keys (heads) claimed per transaction: other relays take the next ones."""
-    poll_interval_s: float = 1.0
+    poll_interval_s: float = setting_default("relay_poll_interval_s")
     """Longest idle wait without a NOTIFY (the fallback when one is missed)."""
-    delivery_timeout_s: float = 15.0
+    delivery_timeout_s: float = setting_default("relay_delivery_timeout_s")
     """librdkafka's ``message.timeout.ms``: how long a batch (and its row locks) waits
     for Kafka before it fails and its rows stay pending."""
-    retention_s: float = 7 * 86400.0
+    retention_s: float = setting_default("relay_retention_s")
     """Sent rows are deleted this long after ``sent_at``."""
     prune_interval_s: float = 60.0
     prune_batch: int = 10_000
@@ -105,6 +106,19 @@ class RelayConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.retention_s < 0:
             raise ValueError(f"retention_s must not be negative, got {self.retention_s}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **changes: Any) -> RelayConfig:
+        """The ``relay_*`` settings (``SIDESTREAM_RELAY_*``), then ``changes`` on top."""
+        return cls(
+            **{
+                "batch_size": settings.relay_batch_size,
+                "poll_interval_s": settings.relay_poll_interval_s,
+                "delivery_timeout_s": settings.relay_delivery_timeout_s,
+                "retention_s": settings.relay_retention_s,
+                **changes,
+            }
+        )
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter for the `attempt`-th failure in a row."""
@@ -527,14 +541,15 @@ def run_relay(
     """Run an outbox relay for ``sidestream worker run outbox-relay`` until `stop` is set.
 
     The caller owns signals (SIGTERM sets `stop`) and the /metrics server. `schema`
-    defaults to ``settings.postgres_schema``; its ``outbox`` table must exist.
+    defaults to ``settings.postgres_schema``; its ``outbox`` table must exist. `config`
+    defaults to :meth:`RelayConfig.from_settings`.
     """
     target = schema or settings.postgres_schema
     relay = OutboxRelay(
         connect=functools.partial(postgres_connect, settings, schema=target, connect_timeout=5),
         producer_config=producer_config(settings, **{"client.id": "sidestream-outbox-relay"}),
         schema=target,
-        config=config,
+        config=config or RelayConfig.from_settings(settings),
         registry=registry,
     )
     logger.info("outbox relay started on schema %s", target)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -12,6 +12,7 @@ from consumers import CONSUMER_MIGRATIONS, WorkerOptions
 from consumers.embedded import EmbeddedWorker
 from runtime import Settings
 from runtime.migrations import migrate
+from tests.support.workers import StartWorker
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def sink_schema(pg_conn: psycopg.Connection[Any], pg_schema: str) -> str:
 
 
 @pytest.fixture
-def worker_threads() -> Iterator[Callable[..., EmbeddedWorker]]:
+def worker_threads() -> Iterator[StartWorker]:
     """Start sink workers in threads; all are stopped after the test."""
     started: list[EmbeddedWorker] = []
 

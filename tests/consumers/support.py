@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +19,9 @@ from runtime import Settings
 from runtime.clients import kafka_consumer, kafka_producer
 from runtime.environment import child_environment
 from schemas import (
-    AnalyticsEvent,
-    AuditEvent,
-    AuditOutcome,
     Event,
     EventSerializer,
-    NotificationChannel,
-    NotificationRequested,
 )
-
-
-def wait_for(check: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``check`` until true or ``timeout``; bounded, never an assertion on time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return check()
 
 
 def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
@@ -44,44 +29,6 @@ def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
     row = conn.execute(query).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def audit_event(i: int, **overrides: Any) -> AuditEvent:
-    fields: dict[str, Any] = {
-        "tenant_id": f"tenant-{i % 5}",
-        "producer": "tests",
-        "actor_id": f"user-{i % 11}",
-        "action": "invoice.update",
-        "resource_type": "invoice",
-        "resource_id": f"inv-{i}",
-        "outcome": AuditOutcome.SUCCESS,
-    }
-    fields.update(overrides)
-    return AuditEvent.new(**fields)
-
-
-def analytics_event(i: int, **overrides: Any) -> AnalyticsEvent:
-    fields: dict[str, Any] = {
-        "tenant_id": f"tenant-{i % 3}",
-        "producer": "tests",
-        "name": ("page_view", "click", "signup")[i % 3],
-        "value": 1.5,
-    }
-    fields.update(overrides)
-    return AnalyticsEvent.new(**fields)
-
-
-def notification_event(i: int) -> NotificationRequested:
-    import uuid6
-
-    return NotificationRequested.new(
-        tenant_id=f"tenant-{i % 4}",
-        producer="tests",
-        notification_id=str(uuid6.uuid7()),
-        channel=NotificationChannel.EMAIL,
-        recipient=f"user{i}@example.test",
-        template="welcome",
-    )
 
 
 def produce(

@@ -30,16 +30,6 @@ def free_port() -> int:
         return port
 
 
-def wait_for(check: Callable[[], bool], *, timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``check`` until true or ``timeout``; bounded, never an assertion on time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return check()
-
-
 # --- HTTP ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Received:

@@ -24,9 +24,9 @@ from tests.consumers.delivery.support import (
     all_in,
     attempts_of,
     insert_notifications,
-    wait_for,
     webhook,
 )
+from tests.support.waiting import wait_for
 
 Receiver = Callable[..., WebhookReceiver]
 

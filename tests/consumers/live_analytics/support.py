@@ -7,11 +7,10 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -140,16 +139,6 @@ def scrape(url: str) -> str:
             return str(response.read().decode())
     except OSError:
         return ""
-
-
-def wait_for(check: Callable[[], bool], *, timeout: float, interval: float = 0.2) -> bool:
-    """Poll ``check`` until true or ``timeout``; bounded, never an assertion on time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return check()
 
 
 def worker_process(

@@ -20,7 +20,6 @@ import pytest
 from psycopg import sql
 
 from consumers import WorkerOptions, dead_letter_topic
-from consumers.embedded import EmbeddedWorker
 from consumers.ops.positions import has_table, stored_offsets
 from consumers.ops.redrive import redriven_positions
 from runtime import Settings
@@ -32,9 +31,10 @@ from tests.consumers.ops.support import (
     produce_stamped,
     topic_size,
 )
-from tests.consumers.support import audit_event, count_rows, wait_for
-
-StartWorker = Callable[[Settings, WorkerOptions], EmbeddedWorker]
+from tests.consumers.support import count_rows
+from tests.support.events import audit_event
+from tests.support.waiting import wait_for
+from tests.support.workers import StartWorker
 
 
 def _command(settings: Settings, module: str, *args: str) -> tuple[list[str], dict[str, str]]:

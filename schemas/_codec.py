@@ -5,7 +5,7 @@ straight-line Python function generated from the current schema, which reads the
 checks each value's type with one cheap test and joins the Avro binary pieces in one go. It
 replaces `fastavro.validation.validate` + `fastavro.schemaless_writer`, which both walk the schema
 on every call: about 4 us for an AuditEvent against 8 us for the writer alone
-(``tests/schemas/bench_schema_serde.py``).
+(``devtools/bench/serde.py``, ``sidestream bench --section serde``).
 
 The generated function only handles the common case. Anything unusual (a wrong type, a string of
 4 KiB or more, a timestamp outside 1978..3111, a dict subclass) makes it raise, and the event then

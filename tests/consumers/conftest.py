@@ -12,7 +12,7 @@ from consumers import CONSUMER_MIGRATIONS, WorkerOptions
 from consumers.embedded import EmbeddedWorker
 from runtime import Settings
 from runtime.migrations import migrate
-from tests.support.workers import StartWorker
+from tests.support.workers import StartedWorkers, StartWorker
 
 
 @pytest.fixture
@@ -25,15 +25,10 @@ def sink_schema(pg_conn: psycopg.Connection[Any], pg_schema: str) -> str:
 @pytest.fixture
 def worker_threads() -> Iterator[StartWorker]:
     """Start sink workers in threads; all are stopped after the test."""
-    started: list[EmbeddedWorker] = []
+    started: StartedWorkers[EmbeddedWorker] = StartedWorkers()
 
     def start(settings: Settings, options: WorkerOptions) -> EmbeddedWorker:
-        worker = EmbeddedWorker(settings, options).start()
-        started.append(worker)
-        return worker
+        return started.add(EmbeddedWorker(settings, options).start())
 
     yield start
-    for worker in started:
-        worker.stop_event.set()
-    for worker in started:
-        worker.shutdown()
+    started.stop_all()

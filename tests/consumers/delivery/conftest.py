@@ -17,6 +17,7 @@ from runtime.clients import postgres_connect
 from runtime.lifecycle import ExitStatus
 from runtime.migrations import migrate
 from tests.consumers.delivery.support import Responder, SmtpSink, WebhookReceiver
+from tests.support.workers import StartedWorkers
 
 #: Small timeouts and backoff so retries happen within a test's patience.
 FAST = DeliveryConfig(
@@ -129,7 +130,7 @@ def start_worker(
 ) -> Iterator[StartWorker]:
     """``start_worker(config=FAST, **changes)``: a delivery worker on a thread, stopped
     after the test (its failure, if any, fails the test)."""
-    started: list[WorkerThread] = []
+    started: StartedWorkers[WorkerThread] = StartedWorkers()
 
     def start(config: DeliveryConfig = FAST, **changes: Any) -> WorkerThread:
         worker = WorkerThread(
@@ -138,12 +139,8 @@ def start_worker(
             config=config.replace(**changes) if changes else config,
             dead_letter_topic=dlq_topic,
             worker_id=unique("w") + f"-{len(started)}",
-        ).start()
-        started.append(worker)
-        return worker
+        )
+        return started.add(worker.start())
 
     yield start
-    for worker in started:
-        worker.stop_event.set()
-    for worker in started:
-        worker.shutdown()
+    started.stop_all()

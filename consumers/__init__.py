@@ -9,9 +9,10 @@ from consumers.log_range import OffsetOutOfRange, OutOfRangePolicy
 from consumers.migrations_source import CONSUMER_MIGRATIONS
 from consumers.offsets import Claim, Fenced, PostgresOffsets
 from consumers.records import RawRecord, Record
-from consumers.runtime import BatchConfig, BatchRuntime, ExitStatus
+from consumers.runtime import BatchConfig, BatchRuntime
 from consumers.sink import Sink
 from consumers.worker import SINKS, WorkerOptions, group_id_for, run_worker
+from runtime.lifecycle import ExitStatus
 
 __all__ = [
     "CONSUMER_MIGRATIONS",

@@ -30,6 +30,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     ConfigResource,
 )
 
+from consumers.errors import ConsumerError
 from consumers.records import Headers, RawRecord
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ _TOO_LARGE = (KafkaError.MSG_SIZE_TOO_LARGE,)  # librdkafka uses it for its own 
 Position = tuple[str, int, int]  # source topic, partition, offset
 
 
-class DeadLetterError(Exception):
+class DeadLetterError(ConsumerError):
     """Dead letters could not be delivered; the batch must not be committed."""
 
 

@@ -9,43 +9,45 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
-from consumers.runtime import BatchRuntime, ExitStatus
+from consumers.runtime import BatchConfig, BatchRuntime
 from consumers.sink import Sink
 from consumers.worker import WorkerOptions, run_worker
 from runtime import Settings
+from runtime.lifecycle import ExitStatus, WorkerThread
 
 
-class EmbeddedWorker:
-    """Runs :func:`run_worker` on a daemon thread with its own metrics registry."""
+class EmbeddedWorker(WorkerThread):
+    """Runs :func:`run_worker` on a daemon thread with its own metrics registry.
+
+    ``config`` defaults to :meth:`BatchConfig.from_settings` of ``settings``.
+    """
 
     def __init__(
-        self, settings: Settings, options: WorkerOptions, *, sink: Sink | None = None
+        self,
+        settings: Settings,
+        options: WorkerOptions,
+        *,
+        sink: Sink | None = None,
+        config: BatchConfig | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
         self.sink = sink
-        self.registry = CollectorRegistry()
-        self.stop_event = threading.Event()
-        self.status: ExitStatus | None = None
-        self.error: BaseException | None = None
+        self.config = config
         self.runtime: BatchRuntime | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"worker-{options.sink}", daemon=True
-        )
+        super().__init__(self._run_sink, name=f"worker-{options.sink}")
 
-    def _run(self) -> None:
-        try:
-            self.status = run_worker(
-                self.settings,
-                self.options,
-                stop=self.stop_event,
-                registry=self.registry,
-                install_signal_handlers=False,
-                sink=self.sink,
-                on_runtime=self._set_runtime,
-            )
-        except BaseException as exc:
-            self.error = exc
+    def _run_sink(self, stop: threading.Event, registry: CollectorRegistry) -> ExitStatus:
+        return run_worker(
+            self.settings,
+            self.options,
+            stop=stop,
+            registry=registry,
+            install_signal_handlers=False,
+            sink=self.sink,
+            config=self.config,
+            on_runtime=self._set_runtime,
+        )
 
     def _set_runtime(self, runtime: BatchRuntime) -> None:
         self.runtime = runtime
@@ -56,20 +58,4 @@ class EmbeddedWorker:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def start(self) -> EmbeddedWorker:
-        self._thread.start()
-        return self
-
-    def shutdown(self, timeout: float = 60) -> ExitStatus | None:
-        """Ask the worker to drain and wait for it; re-raises what killed it, if anything."""
-        self.stop_event.set()
-        self._thread.join(timeout)
-        if self.error is not None:
-            raise self.error
-        return self.status
-
-    def metric(self, name: str, **labels: str) -> float:
-        """A sample of the worker's own registry (0 if absent)."""
-        return self.registry.get_sample_value(name, labels) or 0.0
+        return self.running

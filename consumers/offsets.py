@@ -15,10 +15,12 @@ from typing import Any
 
 import psycopg
 
+from consumers.errors import ConsumerError
+
 TopicPartitionKey = tuple[str, int]
 
 
-class Fenced(Exception):  # noqa: N818 - reads as "raise Fenced(...)"
+class Fenced(ConsumerError):  # noqa: N818 - reads as "raise Fenced(...)"
     """Another worker claimed these partitions since we did: our commit must not land."""
 
     def __init__(self, group_id: str, partitions: Iterable[TopicPartitionKey]) -> None:

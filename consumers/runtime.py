@@ -37,7 +37,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import IntEnum
 from typing import Any
 
 import psycopg
@@ -56,9 +55,11 @@ from consumers.log_range import LogBounds, OffsetOutOfRange, OutOfRangePolicy
 from consumers.metrics import ConsumerMetrics
 from consumers.offsets import Claim, Fenced, PostgresOffsets, TopicPartitionKey
 from consumers.records import RawRecord, Record, headers_of
-from consumers.retry import Backoff, is_poison, is_transient
 from consumers.sink import Sink
 from runtime import Settings
+from runtime.lifecycle import ExitStatus as ExitStatus  # where its callers import it from
+from runtime.retry import Backoff, is_poison, is_transient
+from runtime.settings import setting_default
 from schemas import (
     DecodeError,
     EventDeserializer,
@@ -79,11 +80,11 @@ _PROBE_TIMEOUT_S = 2.0
 class BatchConfig:
     """How batches are cut, retried and drained."""
 
-    max_records: int = 5000
-    max_wait_s: float = 0.2
-    linger_s: float = 0.005
-    retry_deadline_s: float = 30.0
-    shutdown_deadline_s: float = 20.0
+    max_records: int = setting_default("consumer_batch_max_records")
+    max_wait_s: float = setting_default("consumer_batch_max_wait_ms") / 1000
+    linger_s: float = setting_default("consumer_batch_linger_ms") / 1000
+    retry_deadline_s: float = setting_default("consumer_retry_deadline_s")
+    shutdown_deadline_s: float = setting_default("consumer_shutdown_deadline_s")
     dead_letter_timeout_s: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
     offset_out_of_range: OutOfRangePolicy = OutOfRangePolicy.REFUSE
@@ -91,6 +92,7 @@ class BatchConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatchConfig:
+        """The ``consumer_*`` settings; what is not a setting keeps its default."""
         return cls(
             max_records=settings.consumer_batch_max_records,
             max_wait_s=settings.consumer_batch_max_wait_ms / 1000,
@@ -100,13 +102,6 @@ class BatchConfig:
             offset_out_of_range=OutOfRangePolicy(settings.consumer_offset_out_of_range),
             log_check_interval_s=settings.consumer_offset_check_interval_s,
         )
-
-
-class ExitStatus(IntEnum):
-    """The worker's exit code: did it drain cleanly?"""
-
-    DRAINED = 0
-    ABANDONED = 1  # the deadline passed with a batch unwritten; it will be re-read
 
 
 @dataclass(slots=True)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -31,6 +29,7 @@ from runtime.clients import (
     kafka_reachable,
     postgres_pool,
 )
+from runtime.lifecycle import stop_on_signals
 from schemas import EventDeserializer
 from schemas.topics import topic_for
 
@@ -77,14 +76,16 @@ def run_worker(
     registry: CollectorRegistry = REGISTRY,
     install_signal_handlers: bool = True,
     sink: Sink | None = None,
+    config: BatchConfig | None = None,
     on_runtime: Callable[[BatchRuntime], None] | None = None,
 ) -> ExitStatus:
     """Run one sink worker until ``stop`` is set or a SIGTERM/SIGINT arrives.
 
     ``sink`` defaults to the built-in sink named ``options.sink``; other packages pass
     their own (e.g. the cache invalidation sink) to run it in the same batch runtime.
-    ``on_runtime`` is shown the runtime before it runs (embedded workers ask it for
-    readiness).
+    ``config`` (how batches are cut, retried and drained) defaults to
+    :meth:`BatchConfig.from_settings`. ``on_runtime`` is shown the runtime before it
+    runs (embedded workers ask it for readiness).
     """
     sink = sink or build_sink(options.sink)
     topics = list(options.topics or (topic_for(sink.event_type),))
@@ -92,13 +93,7 @@ def run_worker(
     stop = stop or threading.Event()
     me = worker_id()
     if install_signal_handlers:
-
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            logger.info("received %s: draining", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        stop_on_signals(stop, log=logger)
 
     consumer = kafka_consumer(
         settings,
@@ -137,7 +132,7 @@ def run_worker(
         log_bounds=log_bounds,
         metrics=ConsumerMetrics(registry),
         worker_id=me,
-        config=BatchConfig.from_settings(settings),
+        config=config or BatchConfig.from_settings(settings),
     )
     if on_runtime is not None:
         on_runtime(runtime)

@@ -41,6 +41,7 @@ from producers import apply_topics, plan_topics
 from producers.synthetic import Kind, publish_load
 from runtime import Settings
 from runtime.clients import kafka_admin, kafka_consumer, kafka_producer, postgres_connect
+from runtime.errors import SidestreamError
 from runtime.migrations import migrate
 from runtime.ports import ReadyFile
 from runtime.terminal import console
@@ -49,7 +50,7 @@ from services import MIGRATION_SOURCES
 from services.api.keys import create_key, create_tenant, list_tenants
 
 
-class DemoError(Exception):
+class DemoError(SidestreamError):
     """A process the demo started did not come up or died; its log tail was printed."""
 
 

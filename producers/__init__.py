@@ -3,9 +3,10 @@
 - `EventPublisher` / `AsyncEventPublisher`: validate, encode and queue an event without
   blocking the caller (fire-and-forget, delivery reported; `Backpressure` when the local
   queue is full).
-- `Outbox` + `OutboxRelay`: the transactional outbox. `Outbox.add` writes the encoded event
-  in the caller's Postgres transaction; the relay publishes committed rows in order per key
-  and marks them sent (at-least-once; consumers dedupe on ``event_id``).
+- `Outbox` (`AsyncOutbox` for async connections) + `OutboxRelay`: the transactional outbox.
+  `Outbox.add` writes the encoded event in the caller's Postgres transaction; the relay
+  publishes committed rows in order per key and marks them sent (at-least-once; consumers
+  dedupe on ``event_id``).
 - `plan_topics` / `apply_topics`: topics as code, from ``schemas/topics.yaml``.
 """
 
@@ -20,7 +21,7 @@ from producers.errors import (
     PublishError,
     TopicsError,
 )
-from producers.outbox import OUTBOX_MIGRATIONS, Outbox
+from producers.outbox import OUTBOX_MIGRATIONS, AsyncOutbox, Outbox, OutboxEntry
 from producers.publisher import DeliveryCallback, EventPublisher
 from producers.relay import OutboxRelay, RelayConfig, run_relay
 from producers.topics import TopicPlan, apply_topics, plan_topics
@@ -28,12 +29,14 @@ from producers.topics import TopicPlan, apply_topics, plan_topics
 __all__ = [
     "OUTBOX_MIGRATIONS",
     "AsyncEventPublisher",
+    "AsyncOutbox",
     "Backpressure",
     "DeliveryCallback",
     "DeliveryError",
     "DeliveryReport",
     "EventPublisher",
     "Outbox",
+    "OutboxEntry",
     "OutboxError",
     "OutboxRelay",
     "ProducerError",

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from runtime.errors import SidestreamError
+
 __all__ = [
     "Backpressure",
     "DeliveryError",
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 
-class ProducerError(Exception):
+class ProducerError(SidestreamError):
     """Base class of every error raised by the producers package."""
 
 

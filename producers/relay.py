@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -57,13 +56,13 @@ from producers.outbox import NOTIFY_CHANNEL, outbox_table
 from runtime import Settings
 from runtime.clients import postgres_connect, producer_config
 from runtime.outages import LineLimiter
+from runtime.retry import Backoff, is_transient_database_error
+from runtime.settings import setting_default
 
 __all__ = ["BatchResult", "OutboxRelay", "RelayConfig", "RelayStats", "run_relay"]
 
 logger = logging.getLogger(__name__)
 
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")  # connection, resources, operator, system
-_TRANSIENT_SQLSTATES = ("40001", "40P01", "55P03")  # serialization, deadlock, lock timeout
 _WAIT_SLICE_S = 0.25  # how often a waiting relay looks at its stop event
 _MAX_PRUNE_ROUNDS = 10
 
@@ -74,16 +73,16 @@ Connect = Callable[[], psycopg.Connection[Any]]
 class RelayConfig:
     """How a relay claims, waits and cleans up; durations in seconds."""
 
-    batch_size: int = 1000
+    batch_size: int = setting_default("relay_batch_size")
     """Rows per transaction, at most."""
     max_keys: int = 100
     """Keys (heads) claimed per transaction: other relays take the next ones."""
-    poll_interval_s: float = 1.0
+    poll_interval_s: float = setting_default("relay_poll_interval_s")
     """Longest idle wait without a NOTIFY (the fallback when one is missed)."""
-    delivery_timeout_s: float = 15.0
+    delivery_timeout_s: float = setting_default("relay_delivery_timeout_s")
     """librdkafka's ``message.timeout.ms``: how long a batch (and its row locks) waits
     for Kafka before it fails and its rows stay pending."""
-    retention_s: float = 7 * 86400.0
+    retention_s: float = setting_default("relay_retention_s")
     """Sent rows are deleted this long after ``sent_at``."""
     prune_interval_s: float = 60.0
     prune_batch: int = 10_000
@@ -109,9 +108,22 @@ class RelayConfig:
         if self.retention_s < 0:
             raise ValueError(f"retention_s must not be negative, got {self.retention_s}")
 
+    @classmethod
+    def from_settings(cls, settings: Settings, **changes: Any) -> RelayConfig:
+        """The ``relay_*`` settings (``SIDESTREAM_RELAY_*``), then ``changes`` on top."""
+        return cls(
+            **{
+                "batch_size": settings.relay_batch_size,
+                "poll_interval_s": settings.relay_poll_interval_s,
+                "delivery_timeout_s": settings.relay_delivery_timeout_s,
+                "retention_s": settings.relay_retention_s,
+                **changes,
+            }
+        )
+
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter for the `attempt`-th failure in a row."""
-        return random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
+        return Backoff(base_s=self.backoff_base_s, cap_s=self.backoff_cap_s).delay(attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +160,6 @@ class _Outcomes:
 
     def report(self, index: int, error: KafkaError | None, message: Message) -> None:
         self.results[index] = None if error is None else error.str()
-
-
-def _is_transient(exc: BaseException) -> bool:
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate:
-        return sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 class OutboxRelay:
@@ -223,7 +228,7 @@ class OutboxRelay:
                     if result.claimed == 0:
                         self._wait(stop)
                 except psycopg.Error as exc:
-                    if not _is_transient(exc):
+                    if not is_transient_database_error(exc):
                         raise
                     failures += 1
                     self._metrics.failures.labels(self._label, "postgres").inc()
@@ -542,14 +547,15 @@ def run_relay(
     """Run an outbox relay for ``sidestream worker run outbox-relay`` until `stop` is set.
 
     The caller owns signals (SIGTERM sets `stop`) and the /metrics server. `schema`
-    defaults to ``settings.postgres_schema``; its ``outbox`` table must exist.
+    defaults to ``settings.postgres_schema``; its ``outbox`` table must exist. `config`
+    defaults to :meth:`RelayConfig.from_settings`.
     """
     target = schema or settings.postgres_schema
     relay = OutboxRelay(
         connect=functools.partial(postgres_connect, settings, schema=target, connect_timeout=5),
         producer_config=producer_config(settings, **{"client.id": "sidestream-outbox-relay"}),
         schema=target,
-        config=config,
+        config=config or RelayConfig.from_settings(settings),
         registry=registry,
     )
     logger.info("outbox relay started on schema %s", target)

@@ -19,6 +19,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from runtime.errors import SidestreamError
+
 logger = logging.getLogger(__name__)
 
 _FILENAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
@@ -26,7 +28,7 @@ _FILENAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 _ADVISORY_LOCK_ID = 0x5D35_7EA3
 
 
-class MigrationError(Exception):
+class MigrationError(SidestreamError):
     """A migration file is malformed, was edited after being applied, or failed."""
 
 

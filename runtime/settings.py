@@ -139,6 +139,18 @@ class Settings(BaseSettings):
         "(a topic recreated under it).",
     )
 
+    # --- Outbox relay (producers.RelayConfig.from_settings) -------------------------
+    relay_batch_size: int = Field(default=1000, ge=1, description="Outbox rows per transaction.")
+    relay_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="Longest idle wait without a NOTIFY."
+    )
+    relay_delivery_timeout_s: float = Field(
+        default=15.0, gt=0, description="How long a batch waits for Kafka before it fails."
+    )
+    relay_retention_s: float = Field(
+        default=7 * 86400.0, ge=0, description="Sent rows are deleted this long after sending."
+    )
+
     # --- Notification delivery (consumers.delivery.DeliveryConfig.from_settings) ------
     delivery_smtp_host: str = "127.0.0.1"
     delivery_smtp_port: int = Field(default=1025, ge=1, le=65535)
@@ -432,6 +444,12 @@ def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
         fix = f"; did you mean {ENV_PREFIX}{hint[0]}?" if hint else ""
         problems.append(f"unknown setting {variable}{fix}")
     return problems
+
+
+def setting_default(name: str) -> Any:
+    """The default of setting ``name``. Config objects (``BatchConfig``, ``RelayConfig``)
+    built without settings default to it too, so each default is written once, here."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

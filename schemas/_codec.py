@@ -5,7 +5,7 @@ straight-line Python function generated from the current schema, which reads the
 checks each value's type with one cheap test and joins the Avro binary pieces in one go. It
 replaces `fastavro.validation.validate` + `fastavro.schemaless_writer`, which both walk the schema
 on every call: about 4 us for an AuditEvent against 8 us for the writer alone
-(``tests/schemas/bench_schema_serde.py``).
+(``devtools/bench/serde.py``, ``sidestream bench --section serde``).
 
 The generated function only handles the common case. Anything unusual (a wrong type, a string of
 4 KiB or more, a timestamp outside 1978..3111, a dict subclass) makes it raise, and the event then
@@ -35,6 +35,7 @@ from typing import Any
 
 import fastavro
 
+from runtime.errors import SidestreamError
 from schemas.catalog import SchemaCatalog, SchemaVersion
 from schemas.errors import SchemaError, ValidationError
 from schemas.events import Event
@@ -99,7 +100,7 @@ class _FastPathError(Exception):
 # the careful path then decides, and names the problem, as it always did.
 
 
-class MalformedRecordError(Exception):
+class MalformedRecordError(SidestreamError):
     """Raised inside a compiled decoder for bytes that are not valid Avro, where fastavro would
     still return something (a negative enum index wraps around, a boolean byte of 2 reads as True,
     an int beyond 32 bits or a varint beyond 64 bits is accepted): that verdict is final.

@@ -6,7 +6,7 @@ generated from the two schemas, which reads the Avro body with a few byte operat
 (one-byte lengths and indexes inline, the rest through small helpers) and builds the frozen
 dataclass without running its ``__init__``: about 5 us for an AuditEvent against 17 us for
 fastavro's ``schemaless_reader`` and the dataclass constructor (see
-``tests/schemas/bench_schema_serde.py``).
+``devtools/bench/serde.py``, ``sidestream bench --section serde``).
 
 Compiled decoders exist for the writer schema equal to the current one and for other versions
 whose differences Avro resolution settles by field name alone: fields the reader lacks are read

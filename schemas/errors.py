@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from runtime.errors import SidestreamError
+
 __all__ = [
     "DecodeError",
     "RegistryError",
@@ -20,7 +22,7 @@ __all__ = [
 ]
 
 
-class SchemaError(Exception):
+class SchemaError(SidestreamError):
     """Base class of every error raised by the schemas package."""
 
 

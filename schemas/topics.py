@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from schemas.errors import SchemaError
 from schemas.events import EVENT_TYPES, Event
 
 TOPICS_FILE = Path(__file__).with_name("topics.yaml")
@@ -27,8 +28,8 @@ class TopicSpec:
     dead_letter_of: str | None = None
 
 
-class TopicsFileError(ValueError):
-    """``topics.yaml`` is malformed; the message names the entry."""
+class TopicsFileError(SchemaError, ValueError):
+    """``topics.yaml`` is malformed; the message names the entry (still a ``ValueError``)."""
 
 
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, str]:

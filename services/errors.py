@@ -2,11 +2,13 @@
 
 The invalidation errors subclass :class:`ConnectionError` / :class:`TimeoutError` on
 purpose: the consumers' batch runtime treats those as transient
-(:func:`consumers.retry.is_transient`), so a batch whose keys could not be invalidated is
+(:func:`runtime.retry.is_transient`), so a batch whose keys could not be invalidated is
 retried, with its offsets uncommitted, instead of being skipped.
 """
 
 from __future__ import annotations
+
+from runtime.errors import SidestreamError
 
 __all__ = [
     "InvalidationError",
@@ -16,7 +18,7 @@ __all__ = [
 ]
 
 
-class ServicesError(Exception):
+class ServicesError(SidestreamError):
     """Base of the errors raised by :mod:`services` (outside :mod:`services.cache`)."""
 
 

@@ -30,6 +30,7 @@ them in ``sidestream_cache_l1_evictions_total``. This process counts what it pub
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -39,7 +40,7 @@ from typing import Any
 import psycopg
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
-from consumers import ExitStatus, Record, WorkerOptions, run_worker
+from consumers import BatchConfig, ExitStatus, Record, WorkerOptions, run_worker
 from runtime import Settings
 from runtime.observability import PerRegistry
 from schemas import EntityChanged
@@ -260,8 +261,9 @@ def run_invalidation_worker(
         install_signal_handlers: let the worker install its own SIGTERM/SIGINT handlers
             (only from the main thread, when the caller does not own signals).
     """
+    config = BatchConfig.from_settings(settings)
     if batch_max_wait_ms is not None:
-        settings = settings.with_overrides(consumer_batch_max_wait_ms=batch_max_wait_ms)
+        config = dataclasses.replace(config, max_wait_s=batch_max_wait_ms / 1000)
     loop = EventLoopThread("invalidation-cache")
 
     async def build() -> VersionedCache:
@@ -289,6 +291,7 @@ def run_invalidation_worker(
                 registry=registry,
                 install_signal_handlers=install_signal_handlers,
                 sink=sink,
+                config=config,
             )
         finally:
 

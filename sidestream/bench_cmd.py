@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from devtools.bench import api, cache, e2e, live, publish, sink
+from devtools.bench import api, cache, e2e, live, publish, serde, sink
 from devtools.bench.harness import BenchContext, Figure, Section, Sizes, scoreboard, write_results
 from devtools.localstack import LocalStack
 from sidestream.context import console, settings
@@ -22,6 +22,7 @@ SECTIONS: dict[str, Section] = {
     "api": api.run,
     "e2e": e2e.run,
     "live": live.run,
+    "serde": serde.run,
 }
 
 app = App(help="Benchmarks against the local stack, scored against same-run baselines.")

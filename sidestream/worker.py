@@ -8,14 +8,13 @@ signals: SIGTERM or SIGINT sets a stop event, and every worker drains within its
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
 
+from runtime.lifecycle import stop_on_signals
 from runtime.observability import announce_targets, targets_dir
 from runtime.production import check_production
 from services.workers import WORKERS, WorkerArgs, find_worker
@@ -25,15 +24,6 @@ from sidestream.errors import App, SchemaOption, keep_kafka_log
 logger = logging.getLogger(__name__)
 
 app = App(help="Run Sidestream workers.")
-
-
-def _install_signal_handlers(stop: threading.Event) -> None:
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s: draining", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
 
 
 @app.command("run")
@@ -54,7 +44,7 @@ def run(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     stop = threading.Event()
-    _install_signal_handlers(stop)
+    stop_on_signals(stop, log=logger)
     args = WorkerArgs(name, group, tuple(topic) if topic else None, schema)
     config = settings()
     check_production(config, "worker")  # refuses defaults and plaintext (exit 2)

@@ -8,8 +8,10 @@ does not verify, dead letters that were not acknowledged.
 
 from __future__ import annotations
 
+from runtime.errors import SidestreamError
 
-class DeliveryError(Exception):
+
+class DeliveryError(SidestreamError):
     """Base of the delivery package's errors."""
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from consumers.retry import Backoff
+from runtime.retry import Backoff
 
 
 class Outcome(enum.StrEnum):

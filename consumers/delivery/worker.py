@@ -32,13 +32,11 @@ import asyncio
 import logging
 import os
 import random
-import signal
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext, suppress
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -67,11 +65,11 @@ from consumers.delivery.store import Notification, NotificationStore
 from consumers.delivery.targets import Resolver, TargetGuard
 from consumers.delivery.templates import TemplateRegistry, default_templates
 from consumers.delivery.webhook import WebhookChannel, new_http_client
-from consumers.retry import Backoff, is_transient
-from consumers.runtime import ExitStatus
 from consumers.sinks.notifications import NOTIFY_CHANNEL
 from runtime import ConfigError, ObservabilityServer, Settings
 from runtime.clients import kafka_producer
+from runtime.lifecycle import ExitStatus, stop_on_signals
+from runtime.retry import Backoff, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -611,13 +609,7 @@ def run_notify_worker(
     schema = schema or settings.postgres_schema
     me = worker_id or delivery_worker_id()
     if install_signal_handlers:
-
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            logger.info("received %s: draining", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        stop_on_signals(stop, log=logger)
     metrics = DeliveryMetrics(registry)
     producer = kafka_producer(
         settings,

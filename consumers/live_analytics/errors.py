@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from runtime.errors import SidestreamError
+
 __all__ = ["LiveAnalyticsError", "SnapshotWriteError", "TopicLayoutError"]
 
 
-class LiveAnalyticsError(Exception):
+class LiveAnalyticsError(SidestreamError):
     """Base class of every error raised by ``consumers.live_analytics``."""
 
 

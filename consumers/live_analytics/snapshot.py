@@ -25,7 +25,7 @@ from psycopg_pool import ConnectionPool
 
 from consumers.live_analytics.errors import SnapshotWriteError
 from consumers.live_analytics.metrics import LiveAnalyticsMetrics
-from consumers.retry import Backoff, is_transient
+from runtime.retry import Backoff, is_transient
 
 __all__ = ["SnapshotWriter", "WindowCount"]
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import threading
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import faust
@@ -27,9 +25,9 @@ from consumers.live_analytics.errors import TopicLayoutError
 from consumers.live_analytics.metrics import LiveAnalyticsMetrics
 from consumers.live_analytics.options import LiveAnalyticsOptions
 from consumers.live_analytics.snapshot import SnapshotWriter
-from consumers.runtime import ExitStatus
 from runtime import ObservabilityServer, Settings
 from runtime.clients import kafka_admin, postgres_pool
+from runtime.lifecycle import ExitStatus, stop_on_signals
 from schemas import AnalyticsAlert, AnalyticsEvent, AuditEvent
 from schemas.topics import topic_for
 
@@ -103,13 +101,7 @@ def run_live_analytics(
     sources, alerts_topic = resolve_topics(options)
     partitions = check_topics(settings, sources, alerts_topic)
     if install_signal_handlers:
-
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            logger.info("received %s: draining", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        stop_on_signals(stop, log=logger)
 
     metrics = LiveAnalyticsMetrics(registry)
     pool = postgres_pool(settings, name="live-analytics", schema=options.schema, max_size=2)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from consumers.errors import ConsumerError
 
-class OpsError(Exception):
+
+class OpsError(ConsumerError):
     """Base of every error the replay, redrive and lag tools raise on purpose."""
 
 

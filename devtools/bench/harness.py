@@ -31,6 +31,7 @@ from rich.table import Table
 
 from runtime import Settings
 from runtime.clients import kafka_admin, postgres_connect, redis_client
+from runtime.environment import child_environment
 from runtime.migrations import MigrationSource, migrate
 
 
@@ -141,13 +142,7 @@ async def time_against(
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment of a child process (a worker, the API, a peer): this one's, with
     the connection settings of ``settings`` (which may carry overrides) and quiet logs."""
-    return {
-        **os.environ,
-        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "SIDESTREAM_REDIS_URL": settings.redis_url.get_secret_value(),
-        "SIDESTREAM_LOG_LEVEL": "WARNING",
-    }
+    return child_environment(settings, extra={"SIDESTREAM_LOG_LEVEL": "WARNING"})
 
 
 def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> int | None:

@@ -6,6 +6,7 @@ measured; the consumer-group join is reported on its own line.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 from psycopg import sql
 
-from consumers import CONSUMER_MIGRATIONS, RawRecord, Record, WorkerOptions
+from consumers import CONSUMER_MIGRATIONS, BatchConfig, RawRecord, Record, WorkerOptions
 from consumers.embedded import EmbeddedWorker
 from consumers.sinks.audit import AUDIT_TABLE, AuditSink
 from devtools.bench.harness import (
@@ -87,11 +88,13 @@ def _sink_rate(
     ctx: BenchContext, topic: str, total: int, *, batch: int | None = None
 ) -> tuple[float, float]:
     schema = ctx.schema("sink", [CONSUMER_MIGRATIONS])
-    settings = ctx.settings
+    config = BatchConfig.from_settings(ctx.settings)
     if batch is not None:
-        settings = settings.with_overrides(consumer_batch_max_records=batch)
+        config = dataclasses.replace(config, max_records=batch)
     worker = EmbeddedWorker(
-        settings, WorkerOptions("audit", group_id=ctx.name("g"), topics=(topic,), schema=schema)
+        ctx.settings,
+        WorkerOptions("audit", group_id=ctx.name("g"), topics=(topic,), schema=schema),
+        config=config,
     ).start()
     try:
         return _measure_until_done(ctx, schema, total, f"audit sink (batch {batch or 'default'})")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from runtime.errors import SidestreamError
 
-class ChaosError(Exception):
+
+class ChaosError(SidestreamError):
     """Base: a scenario could not set up or inject its faults."""
 
 

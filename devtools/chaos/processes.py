@@ -9,7 +9,6 @@ proxy in front of it, by passing other settings.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from devtools.chaos.errors import ChaosError
 from runtime import Settings
+from runtime.environment import SERVERS, settings_environment
 from runtime.ports import ReadyFile
 
 __all__ = ["WorkerGroup", "WorkerProcess", "worker_environment"]
@@ -36,26 +36,23 @@ _KILL_WAIT_S = 10.0
 def worker_environment(settings: Settings) -> dict[str, str]:
     """The ``SIDESTREAM_*`` variables that make a child process use ``settings``' servers
     and batch, retry and shutdown settings (the rest of our environment is inherited)."""
-    env = {
-        "SIDESTREAM_PROFILE": settings.profile,
-        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "SIDESTREAM_REDIS_URL": settings.redis_url.get_secret_value(),
+    env = settings_environment(
+        settings,
+        "profile",
+        *SERVERS,
         # Local workers announce their /metrics in the stack dir: the private one's.
-        "SIDESTREAM_STACK_DIR": str(settings.stack_dir),
-        "SIDESTREAM_CONSUMER_BATCH_MAX_RECORDS": str(settings.consumer_batch_max_records),
-        "SIDESTREAM_CONSUMER_BATCH_MAX_WAIT_MS": str(settings.consumer_batch_max_wait_ms),
-        "SIDESTREAM_CONSUMER_RETRY_DEADLINE_S": str(settings.consumer_retry_deadline_s),
-        "SIDESTREAM_CONSUMER_SHUTDOWN_DEADLINE_S": str(settings.consumer_shutdown_deadline_s),
-        "SIDESTREAM_LOG_FORMAT": "json",
-        "SIDESTREAM_LOG_LEVEL": settings.log_level,
-        # SIGABRT (see WorkerProcess.dump_stacks) then writes every thread's stack to the log.
-        "PYTHONFAULTHANDLER": "1",
-    }
-    if settings.kafka_session_timeout_ms is not None:
-        env["SIDESTREAM_KAFKA_SESSION_TIMEOUT_MS"] = str(settings.kafka_session_timeout_ms)
-    if settings.kafka_extra:
-        env["SIDESTREAM_KAFKA_EXTRA"] = json.dumps(settings.kafka_extra)
+        "stack_dir",
+        "consumer_batch_max_records",
+        "consumer_batch_max_wait_ms",
+        "consumer_retry_deadline_s",
+        "consumer_shutdown_deadline_s",
+        "log_level",
+        "kafka_session_timeout_ms",  # left out when None
+        *(("kafka_extra",) if settings.kafka_extra else ()),
+    )
+    env["SIDESTREAM_LOG_FORMAT"] = "json"
+    # SIGABRT (see WorkerProcess.dump_stacks) then writes every thread's stack to the log.
+    env["PYTHONFAULTHANDLER"] = "1"
     return env
 
 

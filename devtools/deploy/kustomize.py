@@ -10,9 +10,10 @@ from typing import Any
 import yaml
 
 from devtools.deploy.report import load_yaml_all
+from runtime.errors import SidestreamError
 
 
-class KustomizeError(Exception):
+class KustomizeError(SidestreamError):
     """``kubectl kustomize`` refused a kustomization; the message is kubectl's own."""
 
 

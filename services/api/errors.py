@@ -23,6 +23,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producers import Backpressure, PublishError
+from runtime.errors import SidestreamError
 from services.api.context import current_request_id
 from services.api.models import Problem
 from services.cache import LoaderTimeoutError
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
-class ApiError(Exception):
+class ApiError(SidestreamError):
     """An error with an HTTP status, a short title and optional headers."""
 
     status = 500

@@ -14,12 +14,11 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from producers import AsyncEventPublisher, EventPublisher
+from producers import AsyncEventPublisher, AsyncOutbox, EventPublisher
 from runtime import Settings
 from services.api.auth import ApiKeyAuthenticator, BearerAuthenticator, JwtAuthenticator
 from services.api.config import ApiConfig
 from services.api.metrics import ApiMetrics
-from services.api.outbox import AsyncOutbox
 from services.api.store import ProjectStore
 from services.cache import L1, CacheUnavailableError, L1Subscriber, VersionedCache, cache_redis
 from services.entities import collection_of, item_key

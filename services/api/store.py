@@ -18,13 +18,15 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
+from services.errors import ServicesError
+
 __all__ = ["ProjectRow", "ProjectStore", "VersionMismatchError"]
 
 _COLUMNS = "id, name, description, status, version, created_at, updated_at, deleted_at"
 _CHANGEABLE = ("name", "description", "status")
 
 
-class VersionMismatchError(Exception):
+class VersionMismatchError(ServicesError):
     """The project is not at the version the caller expected (``If-Match``).
 
     Attributes:

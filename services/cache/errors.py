@@ -7,8 +7,10 @@ invalidation consumer must not commit its offset when the tombstone was not writ
 
 from __future__ import annotations
 
+from runtime.errors import SidestreamError
 
-class CacheError(Exception):
+
+class CacheError(SidestreamError):
     """Base of every error raised by :mod:`services.cache`."""
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from consumers.embedded import EmbeddedWorker
 from devtools.localstack.kafka import KafkaServer
 from runtime import Settings
 from runtime.migrations import migrate
+from tests.support.workers import StartedWorkers, StartWorker
 
 
 @pytest.fixture
@@ -25,29 +25,22 @@ def sink_schema(pg_conn: psycopg.Connection[Any], pg_schema: str) -> str:
 
 
 @pytest.fixture
-def worker_threads() -> Iterator[Callable[..., EmbeddedWorker]]:
+def worker_threads() -> Iterator[StartWorker]:
     """Start sink workers in threads; all are stopped after the test."""
-    started: list[EmbeddedWorker] = []
+    started: StartedWorkers[EmbeddedWorker] = StartedWorkers()
 
     def start(settings: Settings, options: WorkerOptions) -> EmbeddedWorker:
-        worker = EmbeddedWorker(settings, options).start()
-        started.append(worker)
-        return worker
+        return started.add(EmbeddedWorker(settings, options).start())
 
     yield start
-    for worker in started:
-        worker.stop_event.set()
-    for worker in started:
-        worker.shutdown()
+    started.stop_all()
 
 
 @pytest.fixture
 def private_kafka(tmp_path: Path) -> Iterator[KafkaServer]:
-    """A broker of this test's own, so restarting it disturbs no other test."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    server = KafkaServer(stack_dir=tmp_path / "kafka-stack", port=port)
+    """A broker of this test's own, so restarting it disturbs no other test (port 0: it
+    picks a free port when it starts and keeps it across restarts)."""
+    server = KafkaServer(stack_dir=tmp_path / "kafka-stack", port=0)
     server.start()
     yield server
     server.stop()

@@ -3,12 +3,10 @@ workers in threads or in real child processes."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +17,11 @@ from psycopg import sql
 from consumers import WorkerOptions
 from runtime import Settings
 from runtime.clients import kafka_consumer, kafka_producer
+from runtime.environment import child_environment
 from schemas import (
-    AnalyticsEvent,
-    AuditEvent,
-    AuditOutcome,
     Event,
     EventSerializer,
-    NotificationChannel,
-    NotificationRequested,
 )
-
-
-def wait_for(check: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``check`` until true or ``timeout``; bounded, never an assertion on time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return check()
 
 
 def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
@@ -45,55 +29,6 @@ def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
     row = conn.execute(query).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def audit_event(i: int, **overrides: Any) -> AuditEvent:
-    fields: dict[str, Any] = {
-        "tenant_id": f"tenant-{i % 5}",
-        "producer": "tests",
-        "actor_id": f"user-{i % 11}",
-        "action": "invoice.update",
-        "resource_type": "invoice",
-        "resource_id": f"inv-{i}",
-        "outcome": AuditOutcome.SUCCESS,
-    }
-    fields.update(overrides)
-    return AuditEvent.new(**fields)
-
-
-def analytics_event(i: int, **overrides: Any) -> AnalyticsEvent:
-    fields: dict[str, Any] = {
-        "tenant_id": f"tenant-{i % 3}",
-        "producer": "tests",
-        "name": ("page_view", "click", "signup")[i % 3],
-        "value": 1.5,
-    }
-    fields.update(overrides)
-    return AnalyticsEvent.new(**fields)
-
-
-def notification_event(i: int) -> NotificationRequested:
-    import uuid6
-
-    if i % 3 == 0:  # every third one a webhook to a (made-up) registered endpoint
-        endpoint = str(uuid.uuid5(uuid.NAMESPACE_URL, f"endpoint-{i % 7}"))
-        return NotificationRequested.new(
-            tenant_id=f"tenant-{i % 4}",
-            producer="tests",
-            notification_id=str(uuid6.uuid7()),
-            channel=NotificationChannel.WEBHOOK,
-            recipient=endpoint,
-            endpoint_id=endpoint,
-            template="invoice_paid",
-        )
-    return NotificationRequested.new(
-        tenant_id=f"tenant-{i % 4}",
-        producer="tests",
-        notification_id=str(uuid6.uuid7()),
-        channel=NotificationChannel.EMAIL,
-        recipient=f"user{i}@example.test",
-        template="welcome",
-    )
 
 
 def produce(
@@ -144,12 +79,6 @@ def worker_process(
         command += ["--topic", topic]
     if options.schema:
         command += ["--schema", options.schema]
-    env = {
-        **os.environ,
-        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "SIDESTREAM_LOG_FORMAT": "json",
-        **(extra_env or {}),
-    }
+    env = child_environment(settings, extra={"SIDESTREAM_LOG_FORMAT": "json", **(extra_env or {})})
     with log.open("ab") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)

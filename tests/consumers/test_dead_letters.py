@@ -18,13 +18,9 @@ from consumers.records import RawRecord, headers_of
 from runtime import Settings
 from runtime.clients import kafka_producer
 from schemas import ChangeKind, EntityChanged, EventSerializer
-from tests.consumers.support import (
-    audit_event,
-    count_rows,
-    produce,
-    read_all,
-    wait_for,
-)
+from tests.consumers.support import count_rows, produce, read_all
+from tests.support.events import audit_event
+from tests.support.waiting import wait_for
 
 
 def test_poison_records_are_dead_lettered_and_the_rest_lands(

@@ -23,7 +23,9 @@ from consumers.ops.positions import move_offsets, stored_offsets
 from devtools.localstack.kafka import KafkaServer
 from runtime import Settings
 from runtime.clients import kafka_admin
-from tests.consumers.support import audit_event, count_rows, produce, wait_for
+from tests.consumers.support import count_rows, produce
+from tests.support.events import audit_event
+from tests.support.waiting import wait_for
 
 StartWorker = Callable[[Settings, WorkerOptions], EmbeddedWorker]
 

@@ -11,7 +11,9 @@ import psycopg
 from consumers import WorkerOptions
 from consumers.embedded import EmbeddedWorker
 from runtime import Settings
-from tests.consumers.support import audit_event, count_rows, produce, wait_for
+from tests.consumers.support import count_rows, produce
+from tests.support.events import audit_event
+from tests.support.waiting import wait_for
 
 StartWorker = Callable[[Settings, WorkerOptions], EmbeddedWorker]
 

@@ -8,19 +8,12 @@ from typing import Any
 import psycopg
 
 from consumers import WorkerOptions
-from consumers.embedded import EmbeddedWorker
 from runtime import Settings
 from schemas import Event
-from tests.consumers.support import (
-    analytics_event,
-    audit_event,
-    count_rows,
-    notification_event,
-    produce,
-    wait_for,
-)
-
-StartWorker = Callable[[Settings, WorkerOptions], EmbeddedWorker]
+from tests.consumers.support import count_rows, produce
+from tests.support.events import analytics_event, audit_event, notification_event
+from tests.support.waiting import wait_for
+from tests.support.workers import StartWorker
 
 
 def test_three_sinks_land_every_event_exactly_once(

@@ -14,20 +14,14 @@ import psycopg
 import pytest
 
 from consumers import CONSUMER_MIGRATIONS, WorkerOptions
-from consumers.embedded import EmbeddedWorker
 from devtools.localstack.postgres import PostgresServer
 from runtime import Settings
 from runtime.clients import postgres_connect
 from runtime.migrations import migrate
-from tests.consumers.support import (
-    audit_event,
-    count_rows,
-    produce,
-    wait_for,
-    worker_process,
-)
-
-StartWorker = Callable[[Settings, WorkerOptions], EmbeddedWorker]
+from tests.consumers.support import count_rows, produce, worker_process
+from tests.support.events import audit_event
+from tests.support.waiting import wait_for
+from tests.support.workers import StartWorker
 
 
 def _assert_exactly_once(conn: psycopg.Connection[Any], schema: str, topic_size: int) -> None:

@@ -33,6 +33,7 @@ from schemas import (
     ValidationError,
     traceparent_from_headers,
 )
+from tests.support.waiting import wait_until
 
 ReadAll = Callable[..., list[Any]]
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -89,13 +90,6 @@ def _running(*relays: OutboxRelay) -> Iterator[threading.Event]:
             thread.join(timeout=30)
         assert not any(t.is_alive() for t in threads), "a relay did not stop within 30s"
     assert not errors, errors
-
-
-def _wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
 
 
 def _rows(conn: psycopg.Connection[Any], schema: str, columns: str = "*") -> list[Any]:
@@ -226,10 +220,10 @@ def test_the_relay_wakes_on_notify_not_on_its_poll_interval(
 ) -> None:
     relay = _relay(stack_settings, outbox_schema, poll_interval_s=120.0)
     with _running(relay):
-        _wait_for(lambda: relay.stats.idle_waits >= 1, timeout=15, what="the relay to go idle")
+        wait_until(lambda: relay.stats.idle_waits >= 1, timeout=15, what="the relay to go idle")
         with pg_conn.transaction():
             Outbox(schema=outbox_schema).add(pg_conn, _change("c-1", 1), topic=topic)
-        _wait_for(lambda: relay.stats.relayed == 1, timeout=15, what="the row to be relayed")
+        wait_until(lambda: relay.stats.relayed == 1, timeout=15, what="the row to be relayed")
     assert relay.stats.notify_wakeups >= 1
     assert relay.stats.poll_wakeups == 0  # 120 s never passed: the NOTIFY woke it
 
@@ -301,7 +295,7 @@ def test_rows_stay_pending_while_kafka_is_frozen_and_go_out_after(
         assert result.sent == 0
         stuck = _rows(pg_conn, outbox_schema, "attempts, last_error, sent_at")[20:]
         assert all(r[0] == 1 and r[1] and r[2] is None for r in stuck), stuck
-        _wait_for(
+        wait_until(
             lambda: relay.relay_once().sent > 0 or _pending(pg_conn, outbox_schema) == 0,
             timeout=30,
             what="the thawed broker to take the rows",
@@ -357,14 +351,14 @@ def test_ten_thousand_events_survive_a_broker_freeze_with_two_relays(
             target=_writer, args=(settings, outbox_schema, topic, events, 50), daemon=True
         )
         writer.start()
-        _wait_for(lambda: _pending(pg_conn, outbox_schema) > 0, timeout=15, what="writes")
+        wait_until(lambda: _pending(pg_conn, outbox_schema) > 0, timeout=15, what="writes")
         time.sleep(1.0)
         with private_broker.frozen():
             time.sleep(5.0)  # writes go on; deliveries time out; rows stay pending
             pending_while_frozen = _pending(pg_conn, outbox_schema)
         writer.join(timeout=60)
         assert not writer.is_alive()
-        _wait_for(
+        wait_until(
             lambda: _pending(pg_conn, outbox_schema) == 0,
             timeout=120,
             what="every row to be sent after the thaw",
@@ -421,7 +415,7 @@ def test_run_relay_relays_until_stopped(
             Outbox(schema=outbox_schema).add_many(
                 pg_conn, [_change("c-1", v) for v in range(1, 4)], topic=topic
             )
-        _wait_for(lambda: _pending(pg_conn, outbox_schema) == 0, timeout=15, what="relaying")
+        wait_until(lambda: _pending(pg_conn, outbox_schema) == 0, timeout=15, what="relaying")
     finally:
         stop.set()
         worker.join(timeout=20)

@@ -31,86 +31,19 @@ from runtime.clients import producer_config
 from schemas import (
     AnalyticsEvent,
     AuditEvent,
-    AuditOutcome,
-    ChangeKind,
     EntityChanged,
-    Event,
     EventDeserializer,
     EventSerializer,
-    NotificationChannel,
-    NotificationRequested,
     ValidationError,
     default_catalog,
     traceparent_from_headers,
 )
 from schemas.topics import topic_for
 from schemas.wire import confluent_header, single_object_header
+from tests.support.events import every_event_type, sample_entity
 
 ReadAll = Callable[..., list[Any]]
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-def _samples() -> list[Event]:
-    """Every event type, optional fields both set and left out."""
-    return [
-        AuditEvent.new(
-            tenant_id="tenant-42",
-            producer="billing-api",
-            actor_id="user-123",
-            action="invoice.update",
-            resource_type="invoice",
-            resource_id="inv-9876",
-            outcome=AuditOutcome.DENIED,
-            ip="2001:db8::1",
-            details={"field": "amount", "old": "10.00"},
-        ),
-        AuditEvent.new(
-            tenant_id="t",
-            producer="p",
-            actor_id="svc",
-            action="a",
-            resource_type="r",
-            resource_id="1",
-            outcome=AuditOutcome.SUCCESS,
-        ),
-        AnalyticsEvent.new(
-            tenant_id="tenant-42",
-            producer="web",
-            name="checkout_completed",
-            user_id="user-1",
-            session_id="sess-1",
-            properties={"plan": "pro"},
-            value=49.9,
-            platform="ios",
-        ),
-        AnalyticsEvent.new(tenant_id="tenant-7", producer="web", name="page_view"),
-        NotificationRequested.new(
-            tenant_id="tenant-42",
-            producer="billing-api",
-            notification_id=str(uuid.uuid4()),
-            channel=NotificationChannel.EMAIL,
-            recipient="finance@example.com",
-            template="invoice_paid",
-            params={"invoice": "inv-9876"},
-            dedupe_key="inv-9876-paid",
-        ),
-        NotificationRequested.new(
-            tenant_id="tenant-42",
-            producer="billing-api",
-            notification_id=str(uuid.uuid4()),
-            channel=NotificationChannel.WEBHOOK,
-            recipient="https://hooks.example.com/in",
-            template="invoice_paid",
-        ),
-        EntityChanged.new(
-            tenant_id="tenant-42",
-            producer="crm",
-            entity_type="customer",
-            entity_id="c-77",
-            version=12,
-            change_kind=ChangeKind.DELETED,
-        ),
-    ]
 
 
 def _serde(
@@ -133,7 +66,7 @@ def test_every_event_type_round_trips_through_kafka(
     wire_format: str,
 ) -> None:
     serializer, deserializer = _serde(wire_format, unique)
-    events = _samples()
+    events = every_event_type()
     with EventPublisher(
         settings=stack_settings, serializer=serializer, registry=registry, producer="test"
     ) as publisher:
@@ -224,7 +157,7 @@ def test_an_old_writer_is_read_by_the_new_reader_through_kafka(
 
 
 def _valid_audit() -> AuditEvent:
-    return _samples()[0]  # type: ignore[return-value]
+    return every_event_type()[0]  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize(
@@ -281,7 +214,7 @@ def test_the_topic_and_key_default_from_the_event(
 ) -> None:
     # On a broker of the test's own: the default topic is a shared name.
     topic = private_broker.create_topic(topic_for(EntityChanged))
-    event = _samples()[-1]
+    event = sample_entity()
     with EventPublisher(settings=private_broker.settings, registry=registry) as publisher:
         publisher.publish(event)
         assert publisher.flush(15) == 0
@@ -300,7 +233,7 @@ def test_delivery_reports_reach_the_callback_with_the_event_id(
         with lock:
             reports.append(report)
 
-    events = _samples()
+    events = every_event_type()
     with EventPublisher(
         settings=stack_settings, registry=registry, producer="cb", on_delivery=on_delivery
     ) as publisher:
@@ -325,7 +258,7 @@ def test_the_event_id_is_read_from_either_framing() -> None:
         for version in catalog.versions(subject):
             assert version.schema["fields"][0]["name"] == "event_id", version.path
     confluent = EventSerializer(schema_registry_url="mock://event-id")
-    for event in _samples():
+    for event in every_event_type():
         assert event_id_of(EventSerializer().serialize(event, "t")) == event.event_id
         assert event_id_of(confluent.serialize(event, "t")) == event.event_id
     assert event_id_of(b"garbage") is None
@@ -364,7 +297,7 @@ def test_contradictory_or_reserved_config_is_rejected(stack_settings: Settings) 
 def test_the_async_publisher_confirms_deliveries(
     stack_settings: Settings, topic: str, registry: CollectorRegistry, read_topic: ReadAll
 ) -> None:
-    events = _samples()
+    events = every_event_type()
 
     async def main() -> list[DeliveryReport]:
         async with AsyncEventPublisher(

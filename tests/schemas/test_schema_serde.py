@@ -19,18 +19,15 @@ import pytest
 
 from schemas import (
     EVENT_TYPES,
-    AnalyticsAlert,
     AnalyticsEvent,
     AuditEvent,
     AuditOutcome,
     ChangeKind,
     DecodeError,
-    EntityChanged,
     Event,
     EventDeserializer,
     EventSerializer,
     InMemorySchemaRegistry,
-    NotificationChannel,
     NotificationRequested,
     SchemaError,
     UnknownSchemaError,
@@ -42,99 +39,15 @@ from schemas import (
     validate,
 )
 from schemas.registry import _redacted
+from tests.support.events import (
+    every_event_type,
+    sample_analytics,
+    sample_audit,
+    sample_entity,
+    sample_notification,
+)
 
 TOPIC = "events.test"
-
-
-def _audit() -> AuditEvent:
-    return AuditEvent.new(
-        tenant_id="tenant-42",
-        producer="billing-api",
-        actor_id="user-123",
-        action="invoice.update",
-        resource_type="invoice",
-        resource_id="inv-9876",
-        outcome=AuditOutcome.DENIED,
-        ip="2001:db8::1",
-        details={"field": "amount", "old": "10.00", "new": "12.50"},
-    )
-
-
-def _analytics() -> AnalyticsEvent:
-    return AnalyticsEvent.new(
-        tenant_id="tenant-42",
-        producer="web",
-        name="checkout_completed",
-        user_id="user-1",
-        session_id="sess-1",
-        properties={"plan": "pro"},
-        value=49.9,
-        platform="ios",
-    )
-
-
-def _notification() -> NotificationRequested:
-    return NotificationRequested.new(
-        tenant_id="tenant-42",
-        producer="billing-api",
-        notification_id=str(uuid.uuid4()),
-        channel=NotificationChannel.EMAIL,
-        recipient="finance@example.com",
-        template="invoice_paid",
-        params={"invoice": "inv-9876", "amount": "12.50"},
-        dedupe_key="inv-9876-paid",
-    )
-
-
-def _entity() -> EntityChanged:
-    return EntityChanged.new(
-        tenant_id="tenant-42",
-        producer="crm",
-        entity_type="customer",
-        entity_id="c-77",
-        version=12,
-        change_kind=ChangeKind.DELETED,
-    )
-
-
-def _samples() -> list[Event]:
-    """Events of every type, with optional fields both set and left out."""
-    return [
-        _audit(),
-        AuditEvent.new(
-            tenant_id="t",
-            producer="p",
-            actor_id="svc",
-            action="a",
-            resource_type="r",
-            resource_id="1",
-            outcome=AuditOutcome.SUCCESS,
-        ),
-        _analytics(),
-        AnalyticsEvent.new(tenant_id="tenant-42", producer="web", name="page_view"),
-        _notification(),
-        NotificationRequested.new(
-            tenant_id="tenant-42",
-            producer="billing-api",
-            notification_id=str(uuid.uuid4()),
-            channel=NotificationChannel.WEBHOOK,
-            recipient="https://hooks.example.com/in",
-            template="invoice_paid",
-        ),
-        _entity(),
-        AnalyticsAlert.new(
-            tenant_id="tenant-42",
-            producer="live-analytics",
-            occurred_at=datetime(2024, 5, 1, 12, 16, tzinfo=UTC),
-            rule="rate_spike",
-            window_start=datetime(2024, 5, 1, 12, 15, tzinfo=UTC),
-            window_seconds=60,
-            observed_count=40,
-            baseline_mean=4.0,
-            baseline_windows=15,
-            threshold_factor=3.0,
-        ),
-    ]
 
 
 def _ids(events: list[Event]) -> list[str]:
@@ -191,7 +104,7 @@ def serde(
 # --- round trips -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("event", _samples(), ids=_ids(_samples()))
+@pytest.mark.parametrize("event", every_event_type(), ids=_ids(every_event_type()))
 def test_round_trip_single_object(event: Event) -> None:
     value = EventSerializer().serialize(event, TOPIC)
 
@@ -202,7 +115,7 @@ def test_round_trip_single_object(event: Event) -> None:
     assert EventDeserializer().deserialize(value, TOPIC) == event
 
 
-@pytest.mark.parametrize("event", _samples(), ids=_ids(_samples()))
+@pytest.mark.parametrize("event", every_event_type(), ids=_ids(every_event_type()))
 def test_round_trip_confluent(event: Event, registry: InMemorySchemaRegistry) -> None:
     value = EventSerializer(schema_registry=registry).serialize(event, TOPIC)
 
@@ -215,7 +128,7 @@ def test_round_trip_confluent(event: Event, registry: InMemorySchemaRegistry) ->
 
 
 def test_decoded_events_have_the_python_types() -> None:
-    event = _audit()
+    event = sample_audit()
     assert isinstance(event, AuditEvent)
     decoded = EventDeserializer().deserialize(EventSerializer().serialize(event, TOPIC))
     assert isinstance(decoded, AuditEvent)
@@ -228,7 +141,7 @@ def test_decoded_events_have_the_python_types() -> None:
 def test_the_deserializer_reads_both_formats_whatever_its_config(
     registry: InMemorySchemaRegistry,
 ) -> None:
-    event = _analytics()
+    event = sample_analytics()
     single = EventSerializer().serialize(event, TOPIC)
     confluent = EventSerializer(schema_registry=registry).serialize(event, TOPIC)
 
@@ -242,7 +155,7 @@ def test_confluent_framing_registers_one_subject_per_topic(
     registry: InMemorySchemaRegistry,
 ) -> None:
     serializer = EventSerializer(schema_registry=registry)
-    event = _audit()
+    event = sample_audit()
     first = serializer.serialize(event, "audit.a")
     second = serializer.serialize(event, "audit.b")
     again = serializer.serialize(event, "audit.a")
@@ -253,13 +166,13 @@ def test_confluent_framing_registers_one_subject_per_topic(
 
 
 def test_confluent_framing_needs_a_registry_to_decode(registry: InMemorySchemaRegistry) -> None:
-    value = EventSerializer(schema_registry=registry).serialize(_audit(), TOPIC)
+    value = EventSerializer(schema_registry=registry).serialize(sample_audit(), TOPIC)
     with pytest.raises(UnknownSchemaError, match="no schema registry is configured"):
         EventDeserializer().deserialize(value, TOPIC)
 
 
 def test_an_unknown_schema_id_is_reported(registry: InMemorySchemaRegistry) -> None:
-    value = EventSerializer(schema_registry=registry).serialize(_audit(), TOPIC)
+    value = EventSerializer(schema_registry=registry).serialize(sample_audit(), TOPIC)
     other = InMemorySchemaRegistry()  # knows nothing of that id
     with pytest.raises(UnknownSchemaError) as caught:
         EventDeserializer(schema_registry=other).deserialize(value, TOPIC)
@@ -279,7 +192,7 @@ def test_a_registry_schema_no_event_reads_is_unknown(registry: InMemorySchemaReg
 
 
 def _edge_cases() -> list[Event]:
-    audit, analytics, entity = _audit(), _analytics(), _entity()
+    audit, analytics, entity = sample_audit(), sample_analytics(), sample_entity()
     plus_five = timezone(timedelta(hours=5))
     return [
         dataclasses.replace(audit, actor_id="x" * 5000),  # length past the varint table
@@ -312,7 +225,7 @@ def test_awkward_values_encode_like_fastavro_and_round_trip(event: Event) -> Non
 
 
 def test_the_serializer_writes_the_version_it_encodes_with() -> None:
-    event = dataclasses.replace(_analytics(), schema_version=1)
+    event = dataclasses.replace(sample_analytics(), schema_version=1)
     decoded = EventDeserializer().deserialize(EventSerializer().serialize(event, TOPIC))
     assert decoded.schema_version == AnalyticsEvent.SCHEMA_VERSION == 2
 
@@ -403,7 +316,7 @@ def test_newer_registry_versions_resolve_into_the_current_class(
     v3 = json.loads(current.schema_str)
     v3["fields"].append({"name": "country", "type": "string", "default": "", "doc": "ISO code"})
     schema_id = registry.register("analytics-value", json.dumps(v3))
-    event = _analytics()
+    event = sample_analytics()
     record = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
     record["country"] = "DE"
     buffer = io.BytesIO()
@@ -417,7 +330,7 @@ def test_newer_registry_versions_resolve_into_the_current_class(
 
 
 def _audit_with(**changes: Any) -> AuditEvent:
-    return dataclasses.replace(_audit(), **changes)
+    return dataclasses.replace(sample_audit(), **changes)
 
 
 INVALID: list[tuple[str, Callable[[], Event], str]] = [
@@ -439,22 +352,22 @@ INVALID: list[tuple[str, Callable[[], Event], str]] = [
     ("schema_version", lambda: _audit_with(schema_version="1"), "integer"),
     (
         "version",
-        lambda: dataclasses.replace(_entity(), version=True),
+        lambda: dataclasses.replace(sample_entity(), version=True),
         "integer",
     ),
     (
         "version",
-        lambda: dataclasses.replace(_entity(), version=2**63),
+        lambda: dataclasses.replace(sample_entity(), version=2**63),
         "out of range",
     ),
     (
         "value",
-        lambda: dataclasses.replace(_analytics(), value="1.5"),  # type: ignore[arg-type]
+        lambda: dataclasses.replace(sample_analytics(), value="1.5"),  # type: ignore[arg-type]
         "number",
     ),
     (
         "channel",
-        lambda: dataclasses.replace(_notification(), channel="EMAIL"),  # type: ignore[arg-type]
+        lambda: dataclasses.replace(sample_notification(), channel="EMAIL"),  # type: ignore[arg-type]
         "NotificationChannel",
     ),
 ]
@@ -498,7 +411,7 @@ def test_unknown_event_classes_are_refused(
         KIND = "rogue"
         SCHEMA_VERSION = 1
 
-    base = _audit()
+    base = sample_audit()
     rogue = Rogue(**{f.name: getattr(base, f.name) for f in dataclasses.fields(Event)})
     for thing in (rogue, {"event_type": "audit_event"}, None):
         with pytest.raises(ValidationError, match="unknown event type") as caught:
@@ -507,7 +420,7 @@ def test_unknown_event_classes_are_refused(
 
 
 def test_valid_events_pass_validate() -> None:
-    for event in _samples() + _edge_cases():
+    for event in every_event_type() + _edge_cases():
         validate(event)
 
 
@@ -527,7 +440,7 @@ def test_random_bytes_are_a_decode_error() -> None:
         deserializer.deserialize(b"", TOPIC)
 
 
-@pytest.mark.parametrize("event", _samples(), ids=_ids(_samples()))
+@pytest.mark.parametrize("event", every_event_type(), ids=_ids(every_event_type()))
 def test_every_truncation_is_a_decode_error(event: Event) -> None:
     value = EventSerializer().serialize(event, TOPIC)
     deserializer = EventDeserializer()
@@ -538,14 +451,14 @@ def test_every_truncation_is_a_decode_error(event: Event) -> None:
 
 
 def test_trailing_bytes_are_a_decode_error() -> None:
-    value = EventSerializer().serialize(_audit(), TOPIC)
+    value = EventSerializer().serialize(sample_audit(), TOPIC)
     with pytest.raises(DecodeError, match="trailing"):
         EventDeserializer().deserialize(value + b"\x00", TOPIC)
 
 
 def test_corrupt_bodies_raise_only_decode_errors() -> None:
     """Flipped bytes either still decode (to some event) or raise DecodeError, nothing else."""
-    value = EventSerializer().serialize(_audit(), TOPIC)
+    value = EventSerializer().serialize(sample_audit(), TOPIC)
     deserializer = EventDeserializer()
     rng = random.Random(11)
     failures = 0
@@ -561,7 +474,7 @@ def test_corrupt_bodies_raise_only_decode_errors() -> None:
 
 
 def test_an_out_of_range_enum_index_is_a_decode_error() -> None:
-    event = _entity()
+    event = sample_entity()
     value = EventSerializer().serialize(event, TOPIC)
     assert value.endswith(b"\x04")  # change_kind DELETED is symbol 2, the last field
     with pytest.raises(DecodeError):
@@ -569,7 +482,7 @@ def test_an_out_of_range_enum_index_is_a_decode_error() -> None:
 
 
 def test_an_unknown_fingerprint_is_reported() -> None:
-    value = EventSerializer().serialize(_audit(), TOPIC)
+    value = EventSerializer().serialize(sample_audit(), TOPIC)
     unknown = b"\xc3\x01" + b"\x01\x02\x03\x04\x05\x06\x07\x08" + value[10:]
     with pytest.raises(UnknownSchemaError, match="0102030405060708") as caught:
         EventDeserializer().deserialize(unknown, TOPIC)
@@ -592,7 +505,7 @@ def test_contradictory_registry_settings_are_refused(registry: InMemorySchemaReg
 
 def test_an_empty_topic_is_refused_with_a_registry(registry: InMemorySchemaRegistry) -> None:
     with pytest.raises(ValueError, match="topic"):
-        EventSerializer(schema_registry=registry).serialize(_audit(), "")
+        EventSerializer(schema_registry=registry).serialize(sample_audit(), "")
 
 
 def test_registry_urls_lose_their_credentials_in_messages() -> None:
@@ -617,7 +530,7 @@ def confluent_registry() -> Any:
     return ConfluentSchemaRegistry(url=f"mock://{uuid.uuid4().hex}")
 
 
-@pytest.mark.parametrize("event", _samples(), ids=_ids(_samples()))
+@pytest.mark.parametrize("event", every_event_type(), ids=_ids(every_event_type()))
 def test_round_trip_through_confluent_mock_registry(event: Event, confluent_registry: Any) -> None:
     value = EventSerializer(schema_registry=confluent_registry).serialize(event, TOPIC)
     assert value[0] == 0
@@ -640,7 +553,7 @@ def test_a_registry_url_selects_the_confluent_format() -> None:
         exc_type=ImportError,
     )
     serializer = EventSerializer(schema_registry_url=f"mock://{uuid.uuid4().hex}")
-    assert serializer.serialize(_audit(), TOPIC)[0] == 0
+    assert serializer.serialize(sample_audit(), TOPIC)[0] == 0
     with pytest.raises(ValueError, match="contradictory"):
         EventSerializer(schema_registry_url="mock://a", schema_registry_config={"url": "mock://b"})
 
@@ -677,13 +590,13 @@ def test_malformed_traceparents_are_refused_or_ignored(bad: str) -> None:
 
 def test_double_is_little_endian_ieee754() -> None:
     """Guards the compiled encoder's struct format against a silent byte-order slip."""
-    event = dataclasses.replace(_analytics(), value=1.0)
+    event = dataclasses.replace(sample_analytics(), value=1.0)
     value = EventSerializer().serialize(event, TOPIC)
     assert struct.pack("<d", 1.0) in value
 
 
 def test_every_event_type_has_a_sample() -> None:
-    assert {type(e) for e in _samples()} == set(EVENT_TYPES.values())
+    assert {type(e) for e in every_event_type()} == set(EVENT_TYPES.values())
 
 
 def test_v1_notification_requests_with_a_webhook_url_still_decode() -> None:

@@ -15,10 +15,10 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from consumers import CONSUMER_MIGRATIONS, ExitStatus, RawRecord, Record
-from consumers.retry import is_transient
 from producers import EventPublisher
 from runtime import Settings, new_registry
 from runtime.migrations import migrate
+from runtime.retry import is_transient
 from schemas import ChangeKind, EntityChanged
 from services import item_key
 from services._loop import EventLoopThread

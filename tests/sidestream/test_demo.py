@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,18 +11,14 @@ import psycopg
 from psycopg import sql
 
 from runtime import Settings
+from runtime.environment import child_environment
 
 
 def test_demo_runs_end_to_end_and_prints_a_summary(
     stack_settings: Settings, unique: Callable[[str], str]
 ) -> None:
     schema = unique("demo")
-    env = {
-        **os.environ,
-        "SIDESTREAM_POSTGRES_SCHEMA": schema,
-        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": stack_settings.kafka_bootstrap_servers,
-        "SIDESTREAM_POSTGRES_DSN": stack_settings.postgres_dsn.get_secret_value(),
-    }
+    env = child_environment(stack_settings, extra={"SIDESTREAM_POSTGRES_SCHEMA": schema})
     try:
         result = subprocess.run(
             [

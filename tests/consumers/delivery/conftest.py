@@ -12,11 +12,12 @@ from prometheus_client import CollectorRegistry
 
 from consumers import CONSUMER_MIGRATIONS
 from consumers.delivery import DeliveryConfig, Resolver, run_notify_worker
-from consumers.runtime import ExitStatus
-from runtime import Settings
+from runtime import Settings, lifecycle
 from runtime.clients import postgres_connect
+from runtime.lifecycle import ExitStatus
 from runtime.migrations import migrate
 from tests.consumers.delivery.support import Responder, SmtpSink, WebhookReceiver
+from tests.support.workers import StartedWorkers
 
 #: Small timeouts and backoff so retries happen within a test's patience.
 FAST = DeliveryConfig(
@@ -87,7 +88,7 @@ def smtp() -> Iterator[Callable[..., SmtpSink]]:
         sink.stop()
 
 
-class WorkerThread:
+class WorkerThread(lifecycle.WorkerThread):
     """``run_notify_worker`` on a thread, with its own metrics registry."""
 
     def __init__(
@@ -100,46 +101,29 @@ class WorkerThread:
         worker_id: str,
         resolver: Resolver | None = None,
     ) -> None:
-        self.registry = CollectorRegistry()
-        self._resolver = resolver
-        self.stop_event = threading.Event()
-        self.status: ExitStatus | None = None
-        self.error: BaseException | None = None
         self.worker_id = worker_id
         self._args = (settings, schema, config, dead_letter_topic)
-        self._thread = threading.Thread(target=self._run, name=worker_id, daemon=True)
+        self._resolver = resolver
+        super().__init__(self._run_notify, name=worker_id)
 
-    def _run(self) -> None:
+    def _run_notify(self, stop: threading.Event, registry: CollectorRegistry) -> ExitStatus:
         settings, schema, config, topic = self._args
-        try:
-            self.status = run_notify_worker(
-                settings,
-                stop=self.stop_event,
-                registry=self.registry,
-                schema=schema,
-                config=config,
-                dead_letter_topic=topic,
-                worker_id=self.worker_id,
-                serve_metrics=False,
-                resolver=self._resolver,
-            )
-        except BaseException as exc:
-            self.error = exc
-
-    def start(self) -> WorkerThread:
-        self._thread.start()
-        return self
+        return run_notify_worker(
+            settings,
+            stop=stop,
+            registry=registry,
+            schema=schema,
+            config=config,
+            dead_letter_topic=topic,
+            worker_id=self.worker_id,
+            serve_metrics=False,
+            resolver=self._resolver,
+        )
 
     def shutdown(self, timeout: float = 60) -> ExitStatus | None:
-        self.stop_event.set()
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"worker {self.worker_id} did not stop"
-        if self.error is not None:
-            raise self.error
-        return self.status
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, labels) or 0.0
+        status = super().shutdown(timeout)
+        assert not self.running, f"worker {self.worker_id} did not stop"
+        return status
 
 
 StartWorker = Callable[..., WorkerThread]
@@ -151,7 +135,7 @@ def start_worker(
 ) -> Iterator[StartWorker]:
     """``start_worker(config=FAST, resolver=None, **changes)``: a delivery worker on a
     thread, stopped after the test (its failure, if any, fails the test)."""
-    started: list[WorkerThread] = []
+    started: StartedWorkers[WorkerThread] = StartedWorkers()
 
     def start(
         config: DeliveryConfig = FAST, resolver: Resolver | None = None, **changes: Any
@@ -163,12 +147,8 @@ def start_worker(
             dead_letter_topic=dlq_topic,
             worker_id=unique("w") + f"-{len(started)}",
             resolver=resolver,
-        ).start()
-        started.append(worker)
-        return worker
+        )
+        return started.add(worker.start())
 
     yield start
-    for worker in started:
-        worker.stop_event.set()
-    for worker in started:
-        worker.shutdown()
+    started.stop_all()

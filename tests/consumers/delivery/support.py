@@ -26,16 +26,6 @@ from consumers.delivery.endpoints import LOCAL_ENDPOINT_SECRETS_KEY
 from devtools.demo import PortZeroController
 
 
-def wait_for(check: Callable[[], bool], *, timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``check`` until true or ``timeout``; bounded, never an assertion on time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return check()
-
-
 # --- HTTP ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Received:

@@ -25,9 +25,9 @@ from tests.consumers.delivery.support import (
     insert_notifications,
     row_of,
     status_of,
-    wait_for,
     webhook,
 )
+from tests.support.waiting import wait_for
 
 
 def _fail(db: psycopg.Connection[Any], ids: list[uuid.UUID]) -> None:

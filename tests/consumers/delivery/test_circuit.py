@@ -7,18 +7,11 @@ import asyncio
 import pytest
 
 from consumers.delivery import CircuitBreakers, CircuitState, HostLimiter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clocks import FakeClock
 
 
 def test_opens_after_consecutive_failures_and_half_opens_after_cooldown() -> None:
-    clock = Clock()
+    clock = FakeClock()
     breaker = CircuitBreakers(failure_threshold=3, cooldown_s=10, clock=clock).get("h:1")
     for _ in range(2):
         assert breaker.acquire()
@@ -50,7 +43,7 @@ def test_opens_after_consecutive_failures_and_half_opens_after_cooldown() -> Non
 
 
 def test_a_neutral_probe_frees_the_probe_slot() -> None:
-    clock = Clock()
+    clock = FakeClock()
     breaker = CircuitBreakers(failure_threshold=1, cooldown_s=5, clock=clock).get("h")
     breaker.record_failure()
     clock.now += 5
@@ -60,7 +53,7 @@ def test_a_neutral_probe_frees_the_probe_slot() -> None:
 
 
 def test_breakers_are_per_destination_and_healthy_ones_are_forgotten() -> None:
-    breakers = CircuitBreakers(failure_threshold=1, cooldown_s=5, clock=Clock())
+    breakers = CircuitBreakers(failure_threshold=1, cooldown_s=5, clock=FakeClock())
     breakers.get("dead").record_failure()
     breakers.get("fine").record_success()
     assert breakers.get("fine").acquire()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from consumers.delivery import DeliveryConfig
@@ -98,3 +100,16 @@ def test_production_refuses_the_local_endpoint_secrets_key() -> None:
     )
     with pytest.raises(ConfigError, match="ENDPOINT_SECRETS_KEY"):
         run_notify_worker(settings, stop=threading.Event())
+
+
+def test_from_settings_maps_every_delivery_setting() -> None:
+    settings = Settings.model_construct()
+    read: set[str] = set()
+
+    class Recording:
+        def __getattr__(self, name: str) -> object:
+            read.add(name)
+            return getattr(settings, name)
+
+    DeliveryConfig.from_settings(cast(Settings, Recording()))
+    assert read == {name for name in Settings.model_fields if name.startswith("delivery_")}

@@ -15,8 +15,8 @@ from tests.consumers.delivery.support import (
     insert_notifications,
     row_of,
     status_of,
-    wait_for,
 )
+from tests.support.waiting import wait_for
 
 Smtp = Callable[..., SmtpSink]
 

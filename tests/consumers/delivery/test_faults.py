@@ -4,7 +4,6 @@ worker costs at most one extra attempt per notification, with the same idempoten
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import psycopg
 import pytest
 
 from runtime import Settings
+from runtime.environment import child_environment
 from tests.consumers.delivery.conftest import StartWorker
 from tests.consumers.delivery.support import (
     Reply,
@@ -24,9 +24,9 @@ from tests.consumers.delivery.support import (
     all_in,
     attempts_of,
     insert_notifications,
-    wait_for,
     webhook,
 )
+from tests.support.waiting import wait_for
 
 Receiver = Callable[..., WebhookReceiver]
 
@@ -80,12 +80,7 @@ def _worker_process(
         "--worker-id",
         worker_id,
     ]
-    env = {
-        **os.environ,
-        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "SIDESTREAM_LOG_FORMAT": "json",
-    }
+    env = child_environment(settings, extra={"SIDESTREAM_LOG_FORMAT": "json"})
     with log.open("ab") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 

@@ -10,7 +10,7 @@ import pytest
 
 from consumers.delivery import AttemptResult, Outcome, RetryPolicy, Verdict
 from consumers.delivery.policy import parse_retry_after
-from consumers.retry import Backoff
+from runtime.retry import Backoff
 
 POLICY = RetryPolicy(max_attempts=5, max_age_s=3600, backoff=Backoff(base_s=1.0, cap_s=30.0))
 

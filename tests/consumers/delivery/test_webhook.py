@@ -28,10 +28,10 @@ from tests.consumers.delivery.support import (
     row_of,
     status_of,
     statuses,
-    wait_for,
     webhook,
 )
 from tests.consumers.support import read_all
+from tests.support.waiting import wait_for
 
 Receiver = Callable[..., WebhookReceiver]
 

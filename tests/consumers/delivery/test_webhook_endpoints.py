@@ -24,10 +24,10 @@ from tests.consumers.delivery.support import (
     register_endpoint,
     row_of,
     status_of,
-    wait_for,
     webhook,
 )
 from tests.consumers.delivery.test_targets import PUBLIC, resolver_of
+from tests.support.waiting import wait_for
 
 Receiver = Callable[..., WebhookReceiver]
 

@@ -18,6 +18,7 @@ from consumers.live_analytics import EmbeddedLiveAnalytics, LiveAnalyticsOptions
 from runtime import Settings
 from runtime.migrations import migrate
 from runtime.ports import free_port
+from tests.support.workers import StartedWorkers
 
 
 @dataclass(frozen=True)
@@ -81,17 +82,12 @@ def live_options(
 @pytest.fixture
 def start_live() -> Iterator[Callable[[Settings, LiveAnalyticsOptions], EmbeddedLiveAnalytics]]:
     """Start workers on threads; all are stopped after the test."""
-    started: list[EmbeddedLiveAnalytics] = []
+    started: StartedWorkers[EmbeddedLiveAnalytics] = StartedWorkers()
 
     def start(settings: Settings, options: LiveAnalyticsOptions) -> EmbeddedLiveAnalytics:
-        worker = EmbeddedLiveAnalytics(settings, options).start()
-        started.append(worker)
+        worker = started.add(EmbeddedLiveAnalytics(settings, options).start())
         assert worker.wait_ready(60), "the live analytics worker did not become ready"
         return worker
 
     yield start
-    for worker in started:
-        worker.stop_event.set()
-    for worker in started:
-        with contextlib.suppress(Exception):
-            worker.shutdown(60)
+    started.stop_all(timeout=60, tolerate_errors=True)

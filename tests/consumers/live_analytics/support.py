@@ -4,14 +4,12 @@ windows of a stream, the worker as a child process, and reading what it produced
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +21,7 @@ from psycopg import sql
 from consumers.live_analytics import LiveAnalyticsOptions
 from runtime import Settings
 from runtime.clients import kafka_producer
+from runtime.environment import child_environment
 from runtime.ports import ReadyFile
 from schemas import AnalyticsEvent, AuditEvent, AuditOutcome, Event, EventSerializer
 
@@ -136,16 +135,6 @@ def scrape(url: str) -> str:
         return ""
 
 
-def wait_for(check: Callable[[], bool], *, timeout: float, interval: float = 0.2) -> bool:
-    """Poll ``check`` until true or ``timeout``; bounded, never an assertion on time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return check()
-
-
 def worker_process(
     settings: Settings, options: LiveAnalyticsOptions, *, log: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -156,14 +145,14 @@ def worker_process(
     payload["spike"] = asdict(options.spike)
     payload["data_dir"] = str(options.data_dir) if options.data_dir else None
     ready = ReadyFile(log.parent, f"{log.stem}-metrics")
-    env = {
-        **os.environ,
-        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "SIDESTREAM_METRICS_PORT": "0",
-        "SIDESTREAM_LOG_FORMAT": "console",
-        **ready.env(),
-    }
+    env = child_environment(
+        settings,
+        extra={
+            "SIDESTREAM_METRICS_PORT": "0",
+            "SIDESTREAM_LOG_FORMAT": "console",
+            **ready.env(),
+        },
+    )
     command = [
         sys.executable,
         "-m",

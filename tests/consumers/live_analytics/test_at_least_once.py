@@ -26,10 +26,10 @@ from tests.consumers.live_analytics.support import (
     produce,
     scrape,
     snapshot_rows,
-    wait_for,
     worker_process,
 )
 from tests.consumers.support import read_all
+from tests.support.waiting import wait_for
 
 TENANTS = ("acme", "globex", "initech")
 

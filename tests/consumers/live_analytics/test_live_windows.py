@@ -37,9 +37,9 @@ from tests.consumers.live_analytics.support import (
     produce,
     scrape,
     snapshot_rows,
-    wait_for,
 )
 from tests.consumers.support import read_all
+from tests.support.waiting import wait_for
 
 StartLive = Callable[[Settings, LiveAnalyticsOptions], EmbeddedLiveAnalytics]
 TENANTS = ("acme", "globex", "initech", "umbrella")

@@ -28,9 +28,9 @@ from tests.consumers.live_analytics.support import (
     produce,
     scrape,
     snapshot_rows,
-    wait_for,
     worker_process,
 )
+from tests.support.waiting import wait_for
 
 TENANTS = tuple(f"tenant-{i}" for i in range(6))
 GRACE_S = 240  # every phase below spans less event time than this: nothing is late

@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 
 from consumers.live_analytics import SnapshotWriteError, SnapshotWriter, WindowCount
 from consumers.live_analytics.metrics import LiveAnalyticsMetrics
-from consumers.retry import Backoff
 from runtime import Settings
 from runtime.clients import postgres_pool
+from runtime.retry import Backoff
 from tests.consumers.live_analytics.support import T0, snapshot_rows
 
 NOON = T0.timestamp()

@@ -7,7 +7,6 @@ they work before they are registered in ``sidestream.main``.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,10 +20,10 @@ import pytest
 from psycopg import sql
 
 from consumers import WorkerOptions, dead_letter_topic
-from consumers.embedded import EmbeddedWorker
 from consumers.ops.positions import has_table, stored_offsets
 from consumers.ops.redrive import redriven_positions
 from runtime import Settings
+from runtime.environment import child_environment
 from tests.consumers.ops.support import (
     offsets_rows,
     ops_clients,
@@ -32,20 +31,15 @@ from tests.consumers.ops.support import (
     produce_stamped,
     topic_size,
 )
-from tests.consumers.support import audit_event, count_rows, wait_for
-
-StartWorker = Callable[[Settings, WorkerOptions], EmbeddedWorker]
+from tests.consumers.support import count_rows
+from tests.support.events import audit_event
+from tests.support.waiting import wait_for
+from tests.support.workers import StartWorker
 
 
 def _command(settings: Settings, module: str, *args: str) -> tuple[list[str], dict[str, str]]:
     code = f"from sidestream.{module} import app; app(prog_name='sidestream')"
-    env = {
-        **os.environ,
-        "SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "SIDESTREAM_LOG_FORMAT": "json",
-        "COLUMNS": "200",
-    }
+    env = child_environment(settings, extra={"SIDESTREAM_LOG_FORMAT": "json", "COLUMNS": "200"})
     return [sys.executable, "-c", code, *args], env
 
 

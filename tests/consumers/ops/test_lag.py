@@ -13,16 +13,16 @@ from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
 from consumers import WorkerOptions
-from consumers.embedded import EmbeddedWorker
 from consumers.ops import Activity, measure_lag
 from consumers.ops.positions import move_offsets
 from runtime import Settings
 from runtime.clients import kafka_consumer
 from sidestream.lag_cmd import render
 from tests.consumers.ops.support import ops_clients, per_partition, produce_stamped
-from tests.consumers.support import audit_event, count_rows, wait_for
-
-StartWorker = Callable[[Settings, WorkerOptions], EmbeddedWorker]
+from tests.consumers.support import count_rows
+from tests.support.events import audit_event
+from tests.support.waiting import wait_for
+from tests.support.workers import StartWorker
 
 
 def test_lag_matches_what_the_broker_and_postgres_say(

@@ -5,23 +5,11 @@ from __future__ import annotations
 import pytest
 
 from consumers.ops.pacing import MAX_PAUSE_S, RateLimiter, paced_batch_size
-
-
-class _FakeTime:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from tests.support.clocks import FakeTime
 
 
 def test_the_first_batch_passes_and_later_ones_wait_for_their_slot() -> None:
-    fake = _FakeTime()
+    fake = FakeTime()
     limiter = RateLimiter(100, clock=fake.clock, sleep=fake.sleep)
     assert limiter.acquire(50) == 0
     assert limiter.acquire(50) == pytest.approx(0.5)
@@ -31,7 +19,7 @@ def test_the_first_batch_passes_and_later_ones_wait_for_their_slot() -> None:
 
 
 def test_idle_time_is_not_saved_up_for_a_burst() -> None:
-    fake = _FakeTime()
+    fake = FakeTime()
     limiter = RateLimiter(10, clock=fake.clock, sleep=fake.sleep)
     limiter.acquire(10)
     fake.now += 60  # a long quiet spell

@@ -11,7 +11,6 @@ import psycopg
 import pytest
 
 from consumers import WorkerOptions, dead_letter_topic
-from consumers.embedded import EmbeddedWorker
 from consumers.ops import (
     DeadLetter,
     LetterFilter,
@@ -26,9 +25,10 @@ from consumers.records import headers_of
 from runtime import Settings
 from runtime.clients import kafka_producer
 from tests.consumers.ops.support import ops_clients, produce_stamped, read_topic, topic_size
-from tests.consumers.support import audit_event, count_rows, wait_for
-
-StartWorker = Callable[[Settings, WorkerOptions], EmbeddedWorker]
+from tests.consumers.support import count_rows
+from tests.support.events import audit_event
+from tests.support.waiting import wait_for
+from tests.support.workers import StartWorker
 
 
 def _letter(**overrides: Any) -> DeadLetter:

@@ -14,7 +14,6 @@ import pytest
 from psycopg import sql
 
 from consumers import WorkerOptions
-from consumers.embedded import EmbeddedWorker
 from consumers.ops import (
     Activity,
     FromBeginning,
@@ -38,9 +37,10 @@ from tests.consumers.ops.support import (
     per_partition,
     produce_stamped,
 )
-from tests.consumers.support import audit_event, count_rows, wait_for
-
-StartWorker = Callable[[Settings, WorkerOptions], EmbeddedWorker]
+from tests.consumers.support import count_rows
+from tests.support.events import audit_event
+from tests.support.waiting import wait_for
+from tests.support.workers import StartWorker
 
 #: Every column of audit_events but ingested_at (when the row was written).
 AUDIT_COLUMNS = (

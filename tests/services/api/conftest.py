@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import signal
 import subprocess
@@ -35,6 +34,7 @@ from consumers import CONSUMER_MIGRATIONS
 from producers import OUTBOX_MIGRATIONS
 from runtime import Settings, new_registry
 from runtime.clients import consumer_config, postgres_connect
+from runtime.environment import child_environment
 from runtime.migrations import migrate
 from schemas import EVENT_TYPES
 from services import SERVICES_MIGRATIONS
@@ -225,11 +225,8 @@ def pipeline_process(
 ) -> Iterator[subprocess.Popen[str]]:
     """The outbox relay and the invalidation consumer in a child process (see
     ``pipeline_peer.py``); SIGTERM and a bounded wait on exit."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDESTREAM_")}
+    env = child_environment(settings, clean=True)
     env.update(
-        SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        SIDESTREAM_POSTGRES_DSN=settings.postgres_dsn.get_secret_value(),
-        SIDESTREAM_REDIS_URL=settings.redis_url.get_secret_value(),
         PYTHONPATH=str(Path(__file__).resolve().parents[3]),
         # tansu holds every fetch for the full fetch.wait.max.ms (librdkafka: 500 ms)
         # even when data is waiting, which Kafka does not: keep it short here so the

@@ -8,12 +8,12 @@ pipeline_peer.py SCHEMA ENTITY_TOPIC GROUP NAMESPACE
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 
 from producers import RelayConfig, run_relay
 from runtime import configure_logging, load_settings, new_registry
+from runtime.lifecycle import stop_on_signals
 from services.invalidation import run_invalidation_worker
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
     settings = load_settings()
     configure_logging("WARNING", "console")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop_on_signals(stop)
     relay = threading.Thread(
         target=run_relay,
         kwargs={

@@ -4,7 +4,6 @@ then exits 0; every log line of a request carries its id."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import httpx
 import psycopg
 
 from runtime import Settings
+from runtime.environment import child_environment
 from runtime.ports import ReadyFile
 from tests.services.api.conftest import TenantKeys
 
@@ -58,11 +58,8 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(
     tmp_path: Path,
 ) -> None:
     ready_file = ReadyFile(tmp_path, "api")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDESTREAM_")}
+    env = child_environment(stack_settings, clean=True)
     env.update(
-        SIDESTREAM_KAFKA_BOOTSTRAP_SERVERS=stack_settings.kafka_bootstrap_servers,
-        SIDESTREAM_POSTGRES_DSN=stack_settings.postgres_dsn.get_secret_value(),
-        SIDESTREAM_REDIS_URL=stack_settings.redis_url.get_secret_value(),
         PYTHONPATH=str(Path(__file__).resolve().parents[3]),
         **ready_file.env(),
     )

@@ -23,6 +23,7 @@ from services.cache import (
     cache_redis,
 )
 from services.cache.entry import Kind, decode_entry
+from tests.support.clocks import FakeClock
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -72,14 +73,6 @@ class Database:
         if self.gate is not None:
             await self.gate.wait()
         return snapshot
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_thousand_concurrent_misses_call_the_loader_once(
@@ -280,7 +273,7 @@ def test_xfetch_recomputes_early_near_expiry_with_a_large_beta(
     stack_settings: Settings, redis_conn: redis.Redis, key_prefix: str
 ) -> None:
     async def body() -> None:
-        clock = FakeClock()
+        clock = FakeClock(time.time())
         calls = 0
 
         async def load() -> Versioned:
@@ -318,7 +311,7 @@ def test_xfetch_with_beta_zero_never_recomputes_early(
     stack_settings: Settings, redis_conn: redis.Redis, key_prefix: str
 ) -> None:
     async def body() -> None:
-        clock = FakeClock()
+        clock = FakeClock(time.time())
         calls = 0
 
         async def load() -> Versioned:
@@ -347,7 +340,7 @@ def test_only_one_reader_recomputes_early_the_others_serve_the_current_value(
     stack_settings: Settings, redis_conn: redis.Redis, key_prefix: str
 ) -> None:
     async def body() -> None:
-        clock = FakeClock()
+        clock = FakeClock(time.time())
         db = Database("v1")
         namespace = key_prefix + "c"
         options = {"clock": clock, "random": lambda: 0.5, "xfetch_beta": 1.0}

@@ -6,14 +6,7 @@ import pytest
 
 from services.cache import L1
 from services.cache.entry import Entry, Kind
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clocks import FakeClock
 
 
 def entry(version: int, payload: bytes = b"v") -> Entry:

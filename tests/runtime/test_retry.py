@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from consumers.retry import Backoff, is_poison, is_transient
+from runtime.retry import Backoff, is_poison, is_transient, is_transient_database_error
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,18 @@ def test_backoff_grows_exponentially_within_the_cap() -> None:
     assert all(0 <= d <= 0.4 for d in delays[2])
     assert all(0 <= d <= 2.0 for d in delays[7])
     assert max(delays[7]) > 1.0  # full jitter reaches towards the cap
+
+
+def test_a_connection_error_is_transient_but_not_a_database_error() -> None:
+    assert is_transient(ConnectionError("refused"))
+    assert is_transient(TimeoutError())
+    assert not is_transient_database_error(ConnectionError("refused"))
+    assert is_transient_database_error(errors.SerializationFailure())
+    assert not is_transient_database_error(errors.UniqueViolation())
+
+
+def test_backoff_expires_only_past_its_deadline() -> None:
+    assert not Backoff().expired(1e9)  # no deadline: retry for as long as it runs
+    bounded = Backoff(deadline_s=30.0)
+    assert not bounded.expired(30.0)
+    assert bounded.expired(30.1)

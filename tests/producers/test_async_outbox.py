@@ -8,17 +8,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from producers import Outbox, OutboxError
+from producers import AsyncOutbox, Outbox, OutboxError
 from runtime import Settings
 from schemas import ChangeKind, EntityChanged, ValidationError
-from services.api.outbox import AsyncOutbox
 
 _COLUMNS = "event_id, event_type, topic, key, value, header_names, header_values"
 TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def test_async_rows_equal_the_sync_outbox_rows(
-    stack_settings: Settings, api_schema: str, pg_conn: psycopg.Connection[Any]
+    stack_settings: Settings, outbox_schema: str, pg_conn: psycopg.Connection[Any]
 ) -> None:
     event = EntityChanged.new(
         tenant_id="acme",
@@ -30,14 +29,14 @@ def test_async_rows_equal_the_sync_outbox_rows(
     )
     headers = [("x-request-id", "r-1")]
     with pg_conn.transaction():
-        Outbox(schema=api_schema).add(
+        Outbox(schema=outbox_schema).add(
             pg_conn, event, topic="t.sync", headers=headers, traceparent=TRACE
         )
 
     async def body() -> None:
         dsn = stack_settings.postgres_dsn.get_secret_value()
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            outbox = AsyncOutbox(schema=api_schema)
+            outbox = AsyncOutbox(schema=outbox_schema)
             with pytest.raises(OutboxError):
                 await outbox.add_many(conn, [(event, "t.async", headers)])
             async with conn.transaction():
@@ -59,7 +58,9 @@ def test_async_rows_equal_the_sync_outbox_rows(
                     await outbox.add_many(conn, [(event, "t.async", []), (bad, "t.async", [])])
 
     asyncio.run(body())
-    rows = pg_conn.execute(f'SELECT {_COLUMNS} FROM "{api_schema}".outbox ORDER BY id').fetchall()
+    rows = pg_conn.execute(
+        f'SELECT {_COLUMNS} FROM "{outbox_schema}".outbox ORDER BY id'
+    ).fetchall()
     assert len(rows) == 3  # the invalid batch wrote nothing
     sync_row, async_row, bare_row = rows
     assert async_row[2] == "t.async"

@@ -1,0 +1,101 @@
+"""A worker's lifecycle: SIGTERM/SIGINT set a stop event; the exit status says whether it
+drained; :class:`WorkerThread` runs a worker on a thread of this process instead.
+
+Every long-running entry point (sink, delivery and live-analytics workers, the CLI's
+``worker run``, test peers) installs :func:`stop_on_signals` once, in the main thread, and
+passes the event down; the worker then drains within its own deadline and returns an
+:class:`ExitStatus`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from enum import IntEnum
+from types import FrameType
+from typing import Self
+
+from prometheus_client import CollectorRegistry
+
+__all__ = ["ExitStatus", "WorkerThread", "stop_on_signals"]
+
+logger = logging.getLogger(__name__)
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class ExitStatus(IntEnum):
+    """The worker's exit code: did it drain cleanly?"""
+
+    DRAINED = 0
+    ABANDONED = 1  # the deadline passed with a batch unwritten; it will be re-read
+
+
+def stop_on_signals(stop: threading.Event, *, log: logging.Logger | None = None) -> None:
+    """Set ``stop`` on SIGTERM or SIGINT (logged on ``log`` as "received SIG...: draining").
+
+    Must be called from the main thread (Python delivers signals there only); the handlers
+    stay installed for the life of the process.
+    """
+    out = log or logger
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        out.info("received %s: draining", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in _SIGNALS:
+        signal.signal(sig, request_stop)
+
+
+class WorkerThread:
+    """A worker on a daemon thread of this process, with its own stop event and metrics
+    registry: for tests, benchmarks, demos and replays (production runs processes).
+
+    ``run(stop, registry)`` is the worker's loop (``run_worker``, ``run_live_analytics``,
+    ...): it returns an :class:`ExitStatus` once ``stop`` is set and it drained. What it
+    raises is kept and re-raised by :meth:`shutdown`.
+    """
+
+    def __init__(
+        self, run: Callable[[threading.Event, CollectorRegistry], ExitStatus], *, name: str
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.stop_event = threading.Event()
+        self.status: ExitStatus | None = None
+        self.error: BaseException | None = None
+        self._run_worker = run
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.status = self._run_worker(self.stop_event, self.registry)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self._ended()
+
+    def _ended(self) -> None:
+        """Called on the worker's thread once it returned or raised (a hook)."""
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def shutdown(self, timeout: float = 60) -> ExitStatus | None:
+        """Ask the worker to drain and wait up to ``timeout`` seconds; re-raises what killed
+        it, if anything. None when it is still running (or never returned a status)."""
+        self.stop_event.set()
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.status
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the worker's own registry (0 if absent)."""
+        return self.registry.get_sample_value(name, labels) or 0.0

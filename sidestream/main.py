@@ -9,6 +9,7 @@ import typer
 from runtime import RuntimeSetupError
 from sidestream import (
     api_cmd,
+    console_cmd,
     db,
     demo,
     deploy_check,
@@ -49,6 +50,7 @@ app.add_typer(dlq_cmd.app, name="dlq")
 app.command("lag")(lag_cmd.lag)
 app.add_typer(bench_cli.app, name="bench")
 app.add_typer(chaos_cli.app, name="chaos")
+app.add_typer(console_cmd.app, name="console")
 
 
 def main() -> None:

@@ -1,0 +1,146 @@
+"""The operator console: a FastAPI app of server-rendered pages over the platform's own
+operator library (``consumers.ops``, ``consumers.delivery.admin``, the schema catalog).
+
+:func:`create_app` takes everything injected — settings, what to show, the key
+verifier, the audit trail — so the CLI (``sidestream console``) and the tests build it
+the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from runtime import Settings
+from services.console.access import KeyVerifier, SessionStore
+from services.console.audit import AuditTrail
+from services.console.resources import ConsoleConfig, ConsoleResources
+from services.console.views import pipelines
+from services.console.web import (
+    SESSION_COOKIE,
+    STATIC_DIR,
+    first,
+    in_thread,
+    read_form,
+    render,
+    sessions_of,
+)
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+#: Pages in the navigation bar: (path, label).
+NAV = (("/pipelines", "Pipelines"),)
+
+
+def create_app(
+    settings: Settings,
+    config: ConsoleConfig,
+    *,
+    verifier: KeyVerifier,
+    audit: AuditTrail,
+    sessions: SessionStore | None = None,
+    secure_cookies: bool = False,
+) -> FastAPI:
+    """The console app; its resources open at start-up and close at shutdown.
+
+    Args:
+        verifier: turns an API key into a principal (the API's key store).
+        audit: where actions are recorded.
+        secure_cookies: mark the session cookie ``Secure`` (behind HTTPS).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resources = ConsoleResources(settings, config, audit)
+        app.state.resources = resources
+        try:
+            yield
+        finally:
+            await in_thread(resources.close)
+
+    app = FastAPI(
+        title="Sidestream console",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.sessions = sessions or SessionStore()
+    app.state.nav = NAV
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 303 and exc.headers:
+            return RedirectResponse(exc.headers["Location"], status_code=303)
+        session = sessions_of(request).get(request.cookies.get(SESSION_COOKIE))
+        return render(
+            request,
+            "error.html",
+            session,
+            status_code=exc.status_code,
+            message=str(exc.detail),
+            title="Refused" if exc.status_code == 403 else "Error",
+        )
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request, key: str | None = None) -> Response:
+        # ``?key=`` lets `sidestream console` print one link that signs in at once.
+        if key:
+            return _sign_in(request, key)
+        return render(request, "login.html", None, title="Sign in", error=None)
+
+    @app.post("/login", response_class=HTMLResponse)
+    async def login(request: Request) -> Response:
+        form = await read_form(request)
+        key = first(form, "key")
+        return await in_thread(lambda: _sign_in(request, key))
+
+    def _sign_in(request: Request, key: str) -> Response:
+        principal = verifier.verify(key) if key else None
+        if principal is None or principal.role is None:
+            error = (
+                "unknown or revoked key"
+                if principal is None
+                else f"{principal.name} has neither the read nor the admin scope"
+            )
+            return render(
+                request, "login.html", None, status_code=401, title="Sign in", error=error
+            )
+        session = sessions_of(request).open(principal)
+        response = RedirectResponse("/pipelines", status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            session.token,
+            httponly=True,
+            samesite="strict",
+            secure=secure_cookies,
+            path="/",
+        )
+        logger.info("console: %s signed in as %s", principal.name, principal.role)
+        return response
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        store = sessions_of(request)
+        session = store.get(request.cookies.get(SESSION_COOKIE))
+        form = await read_form(request)
+        if session is not None and session.csrf_ok(first(form, "csrf")):
+            store.close(session.token)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+    app.include_router(pipelines.router)
+    return app

@@ -1,0 +1,103 @@
+"""What the console's pages read from and act on: Postgres, the broker, the workers.
+
+One :class:`ConsoleResources` per app, built at start and closed at shutdown. Pages run
+on FastAPI's worker threads: each request opens its own short autocommit Postgres
+connection (the operations' transactions are their own, as in the CLI), and broker
+reads share one :class:`~consumers.ops.TopicReader` under a lock (a consumer is not
+thread-safe; an operator console has few concurrent readers).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from consumers.ops import GroupInspector, TopicReader
+from runtime import Settings
+from runtime.clients import kafka_producer, postgres_connect
+from services.console.audit import AuditTrail
+from services.console.metrics import MetricsScraper
+from services.console.pipelines import Pipeline
+
+__all__ = ["ConsoleConfig", "ConsoleResources"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """What the console shows and where it finds it.
+
+    Args:
+        pipelines: the workers to show (from the worker registry; tests pass their own).
+        schema: Postgres schema of the platform's tables (default: the configured one).
+        targets_dir: where local workers announce their ``/metrics`` address
+            (``<stack>/prometheus/targets``); None: no per-worker metrics.
+        bench_dir: ``make bench`` results (``bench/results/*.json``) for the charts.
+        alerts_topic: the live-analytics alert topic (None: no alerts panel).
+        max_redrives: the redrive cap, as ``sidestream dlq redrive --max-redrives``.
+        page_size: rows per listing (dead letters, notifications, ledger).
+    """
+
+    pipelines: tuple[Pipeline, ...]
+    schema: str | None = None
+    targets_dir: Path | None = None
+    bench_dir: Path | None = None
+    alerts_topic: str | None = None
+    max_redrives: int = 3
+    page_size: int = 50
+
+    def pipeline(self, name: str) -> Pipeline:
+        for pipeline in self.pipelines:
+            if pipeline.name == name:
+                return pipeline
+        raise KeyError(name)
+
+
+class ConsoleResources:
+    """Clients shared by every page; :meth:`close` them at shutdown."""
+
+    def __init__(self, settings: Settings, config: ConsoleConfig, audit: AuditTrail) -> None:
+        self.settings = settings
+        self.config = config
+        self.schema = config.schema or settings.postgres_schema
+        self.audit = audit
+        self.groups = GroupInspector.from_settings(settings)
+        self.scraper = MetricsScraper(config.targets_dir)
+        self._reader: TopicReader | None = None
+        self._reader_lock = threading.Lock()
+
+    @contextmanager
+    def conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """A fresh autocommit connection searching the console's schema."""
+        with postgres_connect(
+            self.settings, schema=self.schema, autocommit=True, connect_timeout=5
+        ) as conn:
+            yield conn
+
+    @contextmanager
+    def reader(self) -> Iterator[TopicReader]:
+        """The shared topic reader, held for the block."""
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = TopicReader.from_settings(self.settings)
+            yield self._reader
+
+    @contextmanager
+    def producer(self, purpose: str) -> Iterator[Any]:
+        """An idempotent producer for one action (redrive), flushed and dropped after."""
+        producer = kafka_producer(self.settings, **{"client.id": f"sidestream-console-{purpose}"})
+        try:
+            yield producer
+        finally:
+            producer.flush(10)
+
+    def close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None

@@ -39,7 +39,9 @@ from psycopg import sql
 
 from consumers.dead_letters import DLQ_SUFFIX, HEADER_PREFIX
 from consumers.ops.errors import RedriveError
+from consumers.ops.positions import has_table
 from consumers.ops.reader import TopicReader
+from consumers.ops.timeindex import parse_time
 from consumers.records import Headers, headers_of
 
 logger = logging.getLogger(__name__)
@@ -182,6 +184,30 @@ class LetterFilter:
     since: datetime | None = None  # dead-lettered at or after
     until: datetime | None = None  # dead-lettered before
     offsets: tuple[OffsetRange, ...] = field(default=())
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        error_classes: Iterable[str] = (),
+        since: str | None = None,
+        until: str | None = None,
+        offsets: Iterable[str] = (),
+        now: datetime | None = None,
+    ) -> LetterFilter:
+        """A filter from an operator's text: times as ISO 8601 or relative (``2h``),
+        offsets as ``P:O`` or ``P:A-B``.
+
+        Raises:
+            ValueError: a time or an offset range that does not parse.
+        """
+        moment = now or datetime.now(UTC)
+        return cls(
+            error_classes=frozenset(c for c in error_classes if c),
+            since=parse_time(since, now=moment) if since else None,
+            until=parse_time(until, now=moment) if until else None,
+            offsets=tuple(OffsetRange.parse(text) for text in offsets if text),
+        )
 
     def matches(self, letter: DeadLetter) -> bool:
         if self.error_classes and letter.error_class not in self.error_classes:
@@ -522,3 +548,92 @@ class Redriver:
                 [d.offset for d in deliveries],
             ),
         )
+
+
+# --- what the CLI and the console both do -----------------------------------------------
+def dead_letter_summary(
+    *,
+    conn: psycopg.Connection[Any],
+    reader: TopicReader,
+    schema: str,
+    dlq_topic: str,
+    letter_filter: LetterFilter | None = None,
+    max_redrives: int = 3,
+    samples: int = 3,
+) -> list[ErrorClassSummary]:
+    """``dlq_topic`` grouped by error class, counting what the ledger says was redriven
+    (no ledger table yet: nothing was)."""
+    done = (
+        redriven_positions(conn, schema, dlq_topic)
+        if has_table(conn, schema, "dlq_redrives")
+        else {}
+    )
+    return summarize(
+        read_dead_letters(reader, dlq_topic, letter_filter),
+        redriven=done,
+        max_redrives=max_redrives,
+        samples=samples,
+    )
+
+
+def redrive_dead_letters(
+    *,
+    conn: psycopg.Connection[Any],
+    reader: TopicReader,
+    producer: Producer,
+    schema: str,
+    dlq_topic: str,
+    letter_filter: LetterFilter | None = None,
+    max_redrives: int = 3,
+    dry_run: bool = False,
+    operator: str = "sidestream-dlq",
+) -> RedriveReport:
+    """Redrive the dead letters of ``dlq_topic`` that ``letter_filter`` selects (see
+    :class:`Redriver`); ``dry_run`` reports what would be sent and sends nothing.
+
+    Raises:
+        ValueError: no ``dlq_redrives`` table in ``schema`` (run the migrations).
+        RedriveError: a chunk was not acknowledged (see :meth:`Redriver.redrive`).
+    """
+    if not has_table(conn, schema, "dlq_redrives"):
+        raise ValueError(f"no dlq_redrives table in schema {schema}: run `sidestream db migrate`")
+    redriver = Redriver(
+        producer=producer, conn=conn, schema=schema, max_redrives=max_redrives, operator=operator
+    )
+    return redriver.redrive(read_dead_letters(reader, dlq_topic, letter_filter), dry_run=dry_run)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One row of ``dlq_redrives``: a dead letter sent back, where, when and by whom."""
+
+    dlq_topic: str
+    dlq_partition: int
+    dlq_offset: int
+    source_topic: str
+    source_partition: int | None
+    source_offset: int | None
+    error_class: str
+    redrive_count: int
+    target_partition: int | None
+    target_offset: int | None
+    redriven_by: str
+    redriven_at: datetime
+
+
+def redrive_ledger(
+    conn: psycopg.Connection[Any], schema: str, dlq_topic: str, *, limit: int = 50
+) -> list[LedgerEntry]:
+    """The latest redrives of ``dlq_topic``, newest first (empty without the table)."""
+    if not has_table(conn, schema, "dlq_redrives"):
+        return []
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT dlq_topic, dlq_partition, dlq_offset, source_topic, source_partition,"
+            " source_offset, error_class, redrive_count, target_partition, target_offset,"
+            " redriven_by, redriven_at FROM {} WHERE dlq_topic = %s"
+            " ORDER BY redriven_at DESC, dlq_partition, dlq_offset LIMIT %s"
+        ).format(_table(schema)),
+        (dlq_topic, limit),
+    ).fetchall()
+    return [LedgerEntry(*row) for row in rows]

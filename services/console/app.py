@@ -20,7 +20,7 @@ from runtime import Settings
 from services.console.access import KeyVerifier, SessionStore
 from services.console.audit import AuditTrail
 from services.console.resources import ConsoleConfig, ConsoleResources
-from services.console.views import pipelines
+from services.console.views import dead_letters, pipelines
 from services.console.web import (
     SESSION_COOKIE,
     STATIC_DIR,
@@ -143,4 +143,5 @@ def create_app(
         return Response("ok\n", media_type="text/plain")
 
     app.include_router(pipelines.router)
+    app.include_router(dead_letters.router)
     return app

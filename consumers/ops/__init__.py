@@ -53,11 +53,14 @@ from consumers.ops.replay import (
     ResetResult,
     StartAt,
     ToOffset,
+    park_other_partitions,
     plan_replay,
     prepare_shadow_schema,
+    replay_target,
     reset_offsets,
     resume_points,
     shadow_group_id,
+    start_at,
 )
 from consumers.ops.timeindex import TimeLookup, offsets_for_time, parse_time
 
@@ -103,6 +106,7 @@ __all__ = [
     "dead_letter_summary",
     "measure_lag",
     "offsets_for_time",
+    "park_other_partitions",
     "parse_time",
     "plan_replay",
     "prepare_shadow_schema",
@@ -110,8 +114,10 @@ __all__ = [
     "redrive_dead_letters",
     "redrive_ledger",
     "redriven_positions",
+    "replay_target",
     "reset_offsets",
     "resume_points",
     "shadow_group_id",
+    "start_at",
     "summarize",
 ]

@@ -19,8 +19,9 @@ from fastapi.staticfiles import StaticFiles
 from runtime import Settings
 from services.console.access import KeyVerifier, SessionStore
 from services.console.audit import AuditTrail
+from services.console.replays import ReplayJob, ReplayJobs
 from services.console.resources import ConsoleConfig, ConsoleResources
-from services.console.views import dead_letters, pipelines
+from services.console.views import dead_letters, pipelines, replay
 from services.console.web import (
     SESSION_COOKIE,
     STATIC_DIR,
@@ -60,9 +61,28 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resources = ConsoleResources(settings, config, audit)
         app.state.resources = resources
+
+        def recorded(job: ReplayJob) -> None:
+            audit.record(
+                actor=job.started_by,
+                action="replay.run",
+                resource_type="consumer_group",
+                resource_id=job.group,
+                succeeded=job.state == "completed",
+                details={
+                    "job": job.id,
+                    "state": job.state,
+                    "start": str(job.request.start or "resume"),
+                    "records": job.done,
+                    "error": job.error or "",
+                },
+            )
+
+        app.state.replays = ReplayJobs(settings, resources.schema, on_finish=recorded)
         try:
             yield
         finally:
+            await in_thread(app.state.replays.stop_all)
             await in_thread(resources.close)
 
     app = FastAPI(
@@ -144,4 +164,5 @@ def create_app(
 
     app.include_router(pipelines.router)
     app.include_router(dead_letters.router)
+    app.include_router(replay.router)
     return app

@@ -37,7 +37,11 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 #: Pages in the navigation bar: (path, label).
-NAV = (("/pipelines", "Pipelines"),)
+NAV = (
+    ("/pipelines", "Pipelines"),
+    ("/dead-letters", "Dead letters"),
+    ("/replay", "Replay"),
+)
 
 
 def create_app(

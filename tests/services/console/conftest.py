@@ -126,3 +126,28 @@ def count(conn: psycopg.Connection[Any], query: str, *params: Any) -> int:
     row = conn.execute(query, params).fetchone()
     assert row is not None
     return int(row[0])
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for the session (skips when it is not installed)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.services.console.browser import CHROMIUM_FLAGS, chromium_or_skip
+
+    executable = chromium_or_skip()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_FLAGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def console_url(console_env: ConsoleEnv) -> Iterator[str]:
+    """The console under test, served over HTTP for the browser."""
+    from tests.services.console.browser import served
+
+    with served(console_env.app) as url:
+        yield url

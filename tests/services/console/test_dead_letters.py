@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from fastapi.testclient import TestClient
 
+from consumers.embedded import EmbeddedWorker
 from consumers.ops import redriven_positions
 from schemas import AuditEvent, EventDeserializer
 from tests.consumers.ops.support import ops_clients, produce_stamped, read_topic, topic_size
@@ -17,10 +18,11 @@ from tests.consumers.support import audit_event, count_rows, wait_for
 from tests.services.console.conftest import ConsoleEnv, csrf_of
 
 
-def _dead_letters_of(
+def make_dead_letters(
     env: ConsoleEnv, worker_threads: Any, pg_conn: psycopg.Connection[Any]
-) -> None:
-    """60 good audit events, 3 the table rejects (empty action), 1 undecodable record."""
+) -> EmbeddedWorker:
+    """60 good audit events, 3 the table rejects (empty action), 1 undecodable record;
+    returns the (running) worker that landed them."""
     now = int(time.time() * 1000)
     produce_stamped(
         env.settings, env.topic, [audit_event(i) for i in range(60)], stamps_ms=[now] * 60
@@ -28,10 +30,11 @@ def _dead_letters_of(
     bad = [audit_event(1000 + i, action="") for i in range(3)]
     produce_stamped(env.settings, env.topic, bad, stamps_ms=[now] * 3)
     produce_stamped(env.settings, env.topic, [b"not avro at all"], stamps_ms=[now])
-    worker_threads(env.settings, env.options)
+    worker: EmbeddedWorker = worker_threads(env.settings, env.options)
     assert wait_for(lambda: count_rows(pg_conn, env.schema, "audit_events") == 60, timeout=60)
     with ops_clients(env.settings) as (reader, _groups):
         assert wait_for(lambda: topic_size(reader, env.dlq) == 4, timeout=30)
+    return worker
 
 
 def test_redrive_from_the_console_after_the_fix_lands_each_record_once(
@@ -42,7 +45,7 @@ def test_redrive_from_the_console_after_the_fix_lands_each_record_once(
     pg_conn: psycopg.Connection[Any],
 ) -> None:
     env = console_env
-    _dead_letters_of(env, worker_threads, pg_conn)
+    make_dead_letters(env, worker_threads, pg_conn)
 
     overview = operator.get("/dead-letters")
     assert env.dlq in overview.text

@@ -44,6 +44,7 @@ class Pipeline:
     topics: tuple[str, ...]
     target: str  # a table, "Redis", "webhooks / SMTP", ...
     sink: str | None = None
+    subject: str | None = None  # the schema subject of what it reads
 
     @property
     def replayable(self) -> bool:
@@ -57,10 +58,19 @@ def default_pipelines(worker_names: Iterable[str]) -> tuple[Pipeline, ...]:
         if name in SINKS:
             topic = topic_for(SINKS[name]().event_type)
             table = _SINK_TABLES.get(name, name)
-            found.append(Pipeline(name, group_id_for(name), (topic,), table, sink=name))
+            subject = SINKS[name]().event_type.SUBJECT
+            found.append(
+                Pipeline(name, group_id_for(name), (topic,), table, sink=name, subject=subject)
+            )
         elif name == "invalidation":
             found.append(
-                Pipeline(name, group_id_for(name), (topic_for(EntityChanged),), "Redis tombstones")
+                Pipeline(
+                    name,
+                    group_id_for(name),
+                    (topic_for(EntityChanged),),
+                    "Redis tombstones",
+                    subject=EntityChanged.SUBJECT,
+                )
             )
         elif name == "notify":
             found.append(Pipeline(name, None, (), "webhooks / SMTP (notifications table)"))

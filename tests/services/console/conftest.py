@@ -68,7 +68,9 @@ def console_env(
     dlq = make_topic(name=dead_letter_topic(topic), partitions=1)
     audit_topic = make_topic("console_audit", partitions=1)
     group = unique("g")
-    pipeline = Pipeline("audit", group, (topic,), "audit_events", sink="audit")
+    pipeline = Pipeline(
+        "audit", group, (topic,), "audit_events", sink="audit", subject="audit_event"
+    )
     config = ConsoleConfig(
         pipelines=(pipeline,),
         schema=sink_schema,

@@ -93,6 +93,16 @@ def test_every_page_renders_real_data_and_a_fixed_dead_letter_is_redriven_once(
     assert "AuditEvent" in decoded.inner_text()
     page.screenshot(path=screenshot_path("dead-letter"), full_page=True)
 
+    page.click("nav >> text=Schemas")
+    usage = page.locator("tr[data-subject=audit_event]").inner_text()
+    assert "audit_event v1: 66" in usage  # 60 good, 3 rejected, their 3 redriven copies
+    assert "undecodable: 1" in usage
+    page.screenshot(path=screenshot_path("schemas"), full_page=True)
+    page.click("a[href='/schemas/analytics_event']")
+    added = page.locator("[data-testid=diff] .diff_add").all_inner_texts()
+    assert any("platform" in chunk for chunk in added)
+    page.screenshot(path=screenshot_path("schema-diff"), full_page=True)
+
 
 def test_a_replay_dry_run_in_the_ui_matches_the_cli(
     console_env: ConsoleEnv,

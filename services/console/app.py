@@ -21,7 +21,7 @@ from services.console.access import KeyVerifier, SessionStore
 from services.console.audit import AuditTrail
 from services.console.replays import ReplayJob, ReplayJobs
 from services.console.resources import ConsoleConfig, ConsoleResources
-from services.console.views import dead_letters, pipelines, replay, schemas
+from services.console.views import dead_letters, deliveries, pipelines, replay, schemas
 from services.console.web import (
     SESSION_COOKIE,
     STATIC_DIR,
@@ -42,6 +42,7 @@ NAV = (
     ("/dead-letters", "Dead letters"),
     ("/replay", "Replay"),
     ("/schemas", "Schemas"),
+    ("/deliveries", "Deliveries"),
 )
 
 
@@ -171,4 +172,5 @@ def create_app(
     app.include_router(dead_letters.router)
     app.include_router(replay.router)
     app.include_router(schemas.router)
+    app.include_router(deliveries.router)
     return app

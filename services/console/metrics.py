@@ -37,6 +37,7 @@ class WorkerProbe:
     retries: float = 0.0
     dead_letters: dict[str, float] = field(default_factory=dict)
     event_time_lag_s: float | None = None
+    open_circuits: float = 0.0  # notify workers: destinations whose breaker is open
 
 
 @dataclass(slots=True)
@@ -122,6 +123,7 @@ class MetricsScraper:
             retries=_sum(families, "sidestream_batch_retries_total"),
             dead_letters=dead,
             event_time_lag_s=max(lag_values.values()) if lag_values else None,
+            open_circuits=_sum(families, "sidestream_delivery_open_circuits"),
         )
 
     def probes(self) -> dict[str, list[WorkerProbe]]:

@@ -15,11 +15,13 @@ import pytest
 
 from consumers.embedded import EmbeddedWorker
 from runtime import ObservabilityServer
+from runtime.clients import postgres_connect
 from runtime.observability import write_target_file
 from tests.consumers.support import count_rows, wait_for
 from tests.services.console.browser import screenshot_path
 from tests.services.console.conftest import OPERATOR_KEY, READER_KEY, ConsoleEnv
 from tests.services.console.test_dead_letters import make_dead_letters
+from tests.services.console.test_deliveries import failed_notifications
 from tests.services.console.test_replay import cli_dry_run, landed_history
 
 pytestmark = pytest.mark.browser
@@ -140,8 +142,14 @@ def test_a_read_only_user_sees_everything_and_cannot_act(
     console_env: ConsoleEnv, console_url: str, page: Any
 ) -> None:
     url = console_url
+    with postgres_connect(console_env.settings, schema=console_env.schema, autocommit=True) as db:
+        failed_notifications(db)
     sign_in(page, url, READER_KEY)
     assert page.locator("[data-testid=role]").inner_text() == "read-only"
+    page.click("nav >> text=Deliveries")
+    assert page.locator("[data-testid=circuit]").inner_text() == "open"
+    assert page.locator("text=Retry the selected failed notifications").is_disabled()
+    page.screenshot(path=screenshot_path("deliveries"), full_page=True)
     page.goto(f"{url}/dead-letters/{console_env.dlq}")
     page.goto(f"{url}/replay?sink=audit&start=beginning")
     run = page.locator("text=Run this replay")

@@ -21,7 +21,14 @@ from services.console.access import KeyVerifier, SessionStore
 from services.console.audit import AuditTrail
 from services.console.replays import ReplayJob, ReplayJobs
 from services.console.resources import ConsoleConfig, ConsoleResources
-from services.console.views import dead_letters, deliveries, pipelines, replay, schemas
+from services.console.views import (
+    analytics,
+    dead_letters,
+    deliveries,
+    pipelines,
+    replay,
+    schemas,
+)
 from services.console.web import (
     SESSION_COOKIE,
     STATIC_DIR,
@@ -43,6 +50,8 @@ NAV = (
     ("/replay", "Replay"),
     ("/schemas", "Schemas"),
     ("/deliveries", "Deliveries"),
+    ("/analytics", "Analytics"),
+    ("/bench", "Bench"),
 )
 
 
@@ -173,4 +182,5 @@ def create_app(
     app.include_router(replay.router)
     app.include_router(schemas.router)
     app.include_router(deliveries.router)
+    app.include_router(analytics.router)
     return app

@@ -68,7 +68,7 @@ def line_chart(
         return Markup(f'<p class="hint">{escape(title)}: no data yet</p>')  # noqa: S704 - escaped
     xs = [x for s in drawn for x, _ in s.points]
     ys = [y for s in drawn for _, y in s.points]
-    box = (44.0, 22.0, width - 56.0, height - 50.0)
+    box = (44.0, 22.0, width - 56.0, height - 60.0)
     low, high = min(0.0, min(ys)), max(ys)
     parts = [
         f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
@@ -98,7 +98,7 @@ def line_chart(
             )
         legend_x = box[0] + index * 140
         parts.append(
-            f'<text x="{legend_x:.0f}" y="{height - 14}" font-size="10" fill="{colour}">'
+            f'<text x="{legend_x:.0f}" y="{height - 6}" font-size="10" fill="{colour}">'
             f"{escape(line.name[:24])}: {escape(_label(line.points[-1][1]))}</text>"
         )
     first, last = min(xs), max(xs)

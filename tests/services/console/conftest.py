@@ -67,6 +67,7 @@ def console_env(
     topic = make_topic("audit", partitions=2)
     dlq = make_topic(name=dead_letter_topic(topic), partitions=1)
     audit_topic = make_topic("console_audit", partitions=1)
+    alerts_topic = make_topic("alerts", partitions=1)
     group = unique("g")
     pipeline = Pipeline(
         "audit", group, (topic,), "audit_events", sink="audit", subject="audit_event"
@@ -76,6 +77,7 @@ def console_env(
         schema=sink_schema,
         targets_dir=tmp_path / "targets",
         bench_dir=tmp_path / "bench",
+        alerts_topic=alerts_topic,
     )
     publisher = EventPublisher(
         settings=stack_settings, producer="console-tests", registry=CollectorRegistry()

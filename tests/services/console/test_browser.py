@@ -20,6 +20,7 @@ from runtime.observability import write_target_file
 from tests.consumers.support import count_rows, wait_for
 from tests.services.console.browser import screenshot_path
 from tests.services.console.conftest import OPERATOR_KEY, READER_KEY, ConsoleEnv
+from tests.services.console.test_analytics import bench_results, live_windows, spike
 from tests.services.console.test_dead_letters import make_dead_letters
 from tests.services.console.test_deliveries import failed_notifications
 from tests.services.console.test_replay import cli_dry_run, landed_history
@@ -139,9 +140,13 @@ def test_a_replay_dry_run_in_the_ui_matches_the_cli(
 
 
 def test_a_read_only_user_sees_everything_and_cannot_act(
-    console_env: ConsoleEnv, console_url: str, page: Any
+    console_env: ConsoleEnv, console_url: str, page: Any, pg_conn: psycopg.Connection[Any]
 ) -> None:
     url = console_url
+    live_windows(pg_conn, console_env.schema)
+    spike(console_env)
+    assert console_env.config.bench_dir is not None
+    bench_results(console_env.config.bench_dir)
     with postgres_connect(console_env.settings, schema=console_env.schema, autocommit=True) as db:
         failed_notifications(db)
     sign_in(page, url, READER_KEY)
@@ -150,6 +155,13 @@ def test_a_read_only_user_sees_everything_and_cannot_act(
     assert page.locator("[data-testid=circuit]").inner_text() == "open"
     assert page.locator("text=Retry the selected failed notifications").is_disabled()
     page.screenshot(path=screenshot_path("deliveries"), full_page=True)
+    page.click("nav >> text=Analytics")
+    assert page.locator("[data-tenant=acme] polyline").count() == 2
+    assert "rate_spike" in page.locator("[data-testid=alerts]").inner_text()
+    page.screenshot(path=screenshot_path("analytics"), full_page=True)
+    page.click("nav >> text=Bench")
+    assert "3 runs" in page.locator("[data-figure='audit sink rows/s']").inner_text()
+    page.screenshot(path=screenshot_path("bench"), full_page=True)
     page.goto(f"{url}/dead-letters/{console_env.dlq}")
     page.goto(f"{url}/replay?sink=audit&start=beginning")
     run = page.locator("text=Run this replay")

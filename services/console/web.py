@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs
 
 import psycopg
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +31,7 @@ __all__ = [
     "SESSION_COOKIE",
     "Form",
     "PageError",
+    "SessionDep",
     "current_session",
     "operator_form",
     "render",
@@ -95,6 +96,10 @@ def current_session(request: Request) -> Session:
     if session is None:
         raise HTTPException(status_code=303, headers={"Location": "/login"})
     return session
+
+
+#: A page's parameter: the signed-in session (GET pages; actions use :func:`operator_form`).
+SessionDep = Annotated[Session, Depends(current_session)]
 
 
 async def read_form(request: Request) -> Form:

@@ -3,20 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from schemas import AnalyticsAlert
 from schemas.topics import TopicsFileError, topic_for
-from services.console.access import Session
 from services.console.analytics import bench_history, live_counts, recent_alerts
 from services.console.charts import Series, line_chart
-from services.console.web import current_session, render, resources_of, shown_errors
+from services.console.web import SessionDep, render, resources_of, shown_errors
 
 router = APIRouter()
-SessionDep = Annotated[Session, Depends(current_session)]
 
 
 def _alerts_topic(request: Request) -> str | None:

@@ -4,9 +4,9 @@ run — both :func:`consumers.ops.redrive_dead_letters`, as ``sidestream dlq red
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from consumers.ops import (
@@ -22,7 +22,7 @@ from services.console.access import Session
 from services.console.dead_letters import decode_value, dlq_topics, header_rows, letter_at
 from services.console.web import (
     Form,
-    current_session,
+    SessionDep,
     first,
     in_thread,
     operator_form,
@@ -32,7 +32,6 @@ from services.console.web import (
 )
 
 router = APIRouter()
-SessionDep = Annotated[Session, Depends(current_session)]
 
 _deserializer = EventDeserializer()
 

@@ -4,9 +4,7 @@ latencies and circuit state."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from consumers.delivery.admin import (
@@ -19,10 +17,9 @@ from consumers.delivery.admin import (
     notification_counts,
     retry_failed,
 )
-from services.console.access import Session
 from services.console.charts import sparkline
 from services.console.web import (
-    current_session,
+    SessionDep,
     in_thread,
     operator_form,
     render,
@@ -31,7 +28,6 @@ from services.console.web import (
 )
 
 router = APIRouter()
-SessionDep = Annotated[Session, Depends(current_session)]
 
 
 @router.get("/deliveries", response_class=HTMLResponse)

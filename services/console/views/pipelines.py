@@ -3,19 +3,16 @@ refreshes itself (``/pipelines/table`` every few seconds)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from consumers.ops import LagReport, measure_lag
 from consumers.ops.positions import has_table
 from services.console.access import Session
 from services.console.pipelines import PipelineStatus, pipeline_statuses
-from services.console.web import current_session, render, resources_of, shown_errors
+from services.console.web import SessionDep, render, resources_of, shown_errors
 
 router = APIRouter()
-SessionDep = Annotated[Session, Depends(current_session)]
 
 
 def _statuses(request: Request) -> tuple[list[PipelineStatus], LagReport | None, list[str]]:

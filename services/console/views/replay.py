@@ -4,17 +4,14 @@ it, resume it."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from consumers.ops import ReplayPlan, start_at
-from services.console.access import Session
 from services.console.pipelines import Pipeline
 from services.console.replays import ReplayJob, ReplayJobs, ReplayRequest, plan_for
 from services.console.web import (
-    current_session,
+    SessionDep,
     in_thread,
     operator_form,
     render,
@@ -23,7 +20,6 @@ from services.console.web import (
 )
 
 router = APIRouter()
-SessionDep = Annotated[Session, Depends(current_session)]
 
 
 def jobs_of(request: Request) -> ReplayJobs:

@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from consumers.ops import OpsError
 from schemas import SchemaError, SchemaVersion, default_catalog
-from services.console.access import Session
 from services.console.schema_usage import (
     VersionUsage,
     diff_table,
@@ -19,10 +16,9 @@ from services.console.schema_usage import (
     topics_of,
     versions_on,
 )
-from services.console.web import current_session, render, resources_of, shown_errors
+from services.console.web import SessionDep, render, resources_of, shown_errors
 
 router = APIRouter()
-SessionDep = Annotated[Session, Depends(current_session)]
 
 
 def _usage(request: Request, subject: str) -> list[VersionUsage]:

@@ -46,7 +46,11 @@ class Role(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a verified key belongs to, and the scopes it carries."""
+    """Who a verified key belongs to, and the scopes it carries.
+
+    ``name`` is how audit events and the ledger name it (the API's ``apikey:<key_id>``),
+    never a secret; ``tenant`` is the tenant the key belongs to (None: not tenant-bound).
+    """
 
     name: str
     scopes: frozenset[str]
@@ -63,14 +67,15 @@ class Principal:
 
 
 class KeyVerifier(Protocol):
-    """Turns an API key into the principal it belongs to (None: unknown or revoked).
+    """Turns an API key into the principal it belongs to (None: unknown, revoked, expired).
 
-    The API's key store implements this; the console depends on nothing else of it.
-    Implementations must compare secrets in constant time and may raise
-    ``ConnectionError`` when their store is unreachable.
+    The API's key store implements this (an adapter over its authenticator); the console
+    depends on nothing else of it. Implementations compare secrets in constant time and
+    raise ``ConnectionError`` when their store is unreachable. A coroutine, as the API's
+    authenticator is one (on its async pool).
     """
 
-    def verify(self, key: str) -> Principal | None: ...
+    async def verify(self, key: str) -> Principal | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +92,7 @@ class StaticKeyVerifier:
     def of(cls, keys: dict[str, Principal]) -> StaticKeyVerifier:
         return cls(tuple(keys.items()))
 
-    def verify(self, key: str) -> Principal | None:
+    async def verify(self, key: str) -> Principal | None:
         found = None
         for known, principal in self.keys:
             # Compare against every key, so timing says nothing about which was close.

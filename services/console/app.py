@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from runtime import Settings
-from services.console.access import KeyVerifier, SessionStore
+from services.console.access import KeyVerifier, Principal, SessionStore
 from services.console.audit import AuditTrail
 from services.console.replays import ReplayJob, ReplayJobs
 from services.console.resources import ConsoleConfig, ConsoleResources
@@ -126,28 +126,34 @@ def create_app(
         )
 
     @app.get("/login", response_class=HTMLResponse)
-    def login_page(request: Request, key: str | None = None) -> Response:
+    async def login_page(request: Request, key: str | None = None) -> Response:
         # ``?key=`` lets `sidestream console` print one link that signs in at once.
         if key:
-            return _sign_in(request, key)
+            return await _sign_in(request, key)
         return render(request, "login.html", None, title="Sign in", error=None)
 
     @app.post("/login", response_class=HTMLResponse)
     async def login(request: Request) -> Response:
         form = await read_form(request)
-        key = first(form, "key")
-        return await in_thread(lambda: _sign_in(request, key))
+        return await _sign_in(request, first(form, "key"))
 
-    def _sign_in(request: Request, key: str) -> Response:
-        principal = verifier.verify(key) if key else None
-        if principal is None or principal.role is None:
-            error = (
-                "unknown or revoked key"
-                if principal is None
-                else f"{principal.name} has neither the read nor the admin scope"
-            )
+    async def _sign_in(request: Request, key: str) -> Response:
+        try:
+            principal = await verifier.verify(key) if key else None
+        except (ConnectionError, TimeoutError) as exc:
+            unreachable = f"the key store did not answer ({exc}); try again"
             return render(
-                request, "login.html", None, status_code=401, title="Sign in", error=error
+                request, "login.html", None, status_code=503, title="Sign in", error=unreachable
+            )
+        refusal = _refusal(principal)
+        if principal is None or refusal is not None:
+            return render(
+                request,
+                "login.html",
+                None,
+                status_code=401,
+                title="Sign in",
+                error=refusal or "unknown or revoked key",
             )
         session = sessions_of(request).open(principal)
         response = RedirectResponse("/pipelines", status_code=303)
@@ -161,6 +167,18 @@ def create_app(
         )
         logger.info("console: %s signed in as %s", principal.name, principal.role)
         return response
+
+    def _refusal(principal: Principal | None) -> str | None:
+        if principal is None:
+            return "unknown or revoked key"
+        if principal.role is None:
+            return f"{principal.name} has neither the read nor the admin scope"
+        if config.operator_tenants is not None and principal.tenant not in config.operator_tenants:
+            return (
+                f"{principal.name} belongs to tenant {principal.tenant}; the console takes keys "
+                f"of {', '.join(sorted(config.operator_tenants))} only"
+            )
+        return None
 
     @app.post("/logout")
     async def logout(request: Request) -> Response:

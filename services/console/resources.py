@@ -41,6 +41,9 @@ class ConsoleConfig:
         alerts_topic: the live-analytics alert topic (None: no alerts panel).
         max_redrives: the redrive cap, as ``sidestream dlq redrive --max-redrives``.
         page_size: rows per listing (dead letters, notifications, ledger).
+        operator_tenants: when set, only keys of these tenants may sign in (an API key
+            belongs to one tenant: a customer's admin key must not open the platform's
+            console); None: any tenant's (the local keys are not tenant-bound).
     """
 
     pipelines: tuple[Pipeline, ...]
@@ -50,6 +53,7 @@ class ConsoleConfig:
     alerts_topic: str | None = None
     max_redrives: int = 3
     page_size: int = 50
+    operator_tenants: frozenset[str] | None = None
 
     def pipeline(self, name: str) -> Pipeline:
         for pipeline in self.pipelines:

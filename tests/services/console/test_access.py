@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from services.console import Principal, Role, SessionStore, StaticKeyVerifier
@@ -17,9 +19,9 @@ def test_scopes_give_roles() -> None:
 def test_static_verifier_knows_only_its_keys() -> None:
     alice = Principal("alice", frozenset({"admin"}))
     verifier = StaticKeyVerifier.of({"k1": alice})
-    assert verifier.verify("k1") == alice
-    assert verifier.verify("k2") is None
-    assert verifier.verify("") is None
+    assert asyncio.run(verifier.verify("k1")) == alice
+    assert asyncio.run(verifier.verify("k2")) is None
+    assert asyncio.run(verifier.verify("")) is None
 
 
 def test_sessions_expire_are_bounded_and_check_csrf() -> None:

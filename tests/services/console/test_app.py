@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import psycopg
@@ -10,6 +11,8 @@ from fastapi.testclient import TestClient
 from consumers.embedded import EmbeddedWorker
 from runtime import ObservabilityServer
 from runtime.observability import write_target_file
+from schemas import Event
+from services.console import AuditTrail, Principal, StaticKeyVerifier, create_app
 from tests.consumers.support import audit_event, count_rows, produce, wait_for
 from tests.services.console.conftest import (
     NOBODY_KEY,
@@ -65,3 +68,35 @@ def test_pipelines_page_shows_the_groups_lag_and_the_workers_metrics(
         assert table.status_code == 200
         assert "<html" not in table.text
         assert 'data-testid="lag">0<' in table.text  # caught up: 40 of 40 landed
+
+
+class _Recorder:
+    """Stands in for the publisher where no action is taken (sign-in only)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def publish(self, event: Event, *, topic: str | None = None) -> None:
+        self.events.append(event)
+
+
+def test_only_keys_of_the_operator_tenants_sign_in_when_they_are_set(
+    console_env: ConsoleEnv,
+) -> None:
+    ops = Principal("apikey:0f0f", frozenset({"admin"}), tenant="_ops")
+    customer = Principal("apikey:c0c0", frozenset({"admin"}), tenant="acme")
+    app = create_app(
+        console_env.settings,
+        dataclasses.replace(console_env.config, operator_tenants=frozenset({"_ops"})),
+        verifier=StaticKeyVerifier.of({"ops-key": ops, "acme-key": customer}),
+        audit=AuditTrail(_Recorder()),
+    )
+    with TestClient(app) as client:
+        refused = client.post("/login", data={"key": "acme-key"})
+        assert refused.status_code == 401
+        assert "belongs to tenant acme" in refused.text
+        assert (
+            client.post("/login", data={"key": "ops-key"}, follow_redirects=False).status_code
+            == 303
+        )
+        assert "apikey:0f0f" in client.get("/pipelines").text

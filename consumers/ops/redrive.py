@@ -560,16 +560,21 @@ def dead_letter_summary(
     letter_filter: LetterFilter | None = None,
     max_redrives: int = 3,
     samples: int = 3,
+    letters: Iterable[DeadLetter] | None = None,
 ) -> list[ErrorClassSummary]:
     """``dlq_topic`` grouped by error class, counting what the ledger says was redriven
-    (no ledger table yet: nothing was)."""
+    (no ledger table yet: nothing was). ``letters`` (already read, e.g. kept by a
+    long-running process) replaces reading the topic; the filter applies to them too."""
     done = (
         redriven_positions(conn, schema, dlq_topic)
         if has_table(conn, schema, "dlq_redrives")
         else {}
     )
+    chosen = letter_filter or LetterFilter()
     return summarize(
-        read_dead_letters(reader, dlq_topic, letter_filter),
+        read_dead_letters(reader, dlq_topic, letter_filter)
+        if letters is None
+        else (x for x in letters if chosen.matches(x)),
         redriven=done,
         max_redrives=max_redrives,
         samples=samples,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +18,14 @@ from consumers.ops.redrive import REDRIVE_COUNT_HEADER
 from schemas import EventDeserializer, SchemaError
 from services.console.pipelines import Pipeline
 
-__all__ = ["DecodedValue", "decode_value", "dlq_topics", "header_rows", "letter_at"]
+__all__ = [
+    "DeadLetterIndex",
+    "DecodedValue",
+    "decode_value",
+    "dlq_topics",
+    "header_rows",
+    "letter_at",
+]
 
 
 def dlq_topics(pipelines: Iterable[Pipeline]) -> list[tuple[str, str]]:
@@ -91,3 +99,54 @@ def _text(value: str | bytes) -> str:
     if isinstance(value, str):
         return value
     return value.decode("utf-8", "replace")
+
+
+@dataclass(slots=True)
+class _Indexed:
+    next_offsets: dict[int, int]  # partition → the next offset to read
+    letters: list[DeadLetter]
+
+
+class DeadLetterIndex:
+    """The dead letters of each ``.dlq`` topic, kept in memory and topped up with only
+    the records written since the last look, so a page over 100k dead letters does not
+    re-read the topic on every view.
+
+    Letters are kept slim (no key, value or original headers; the message cut to
+    ``message_chars``): enough for :func:`consumers.ops.summarize` and the samples; a
+    letter's page reads the full record. A topic whose log no longer matches (deleted and
+    recreated, or trimmed below what was read) is read again from its start.
+
+    Not thread-safe: call it under the resources' reader lock.
+    """
+
+    def __init__(self, *, message_chars: int = 240) -> None:
+        self._message_chars = message_chars
+        self._topics: dict[str, _Indexed] = {}
+
+    def letters(self, reader: TopicReader, dlq_topic: str) -> list[DeadLetter]:
+        """Every dead letter of ``dlq_topic`` up to its current end."""
+        keys = [(dlq_topic, p) for p in reader.partitions(dlq_topic)]
+        ends = reader.ends(keys)
+        index = self._topics.get(dlq_topic)
+        if index is None or any(
+            index.next_offsets.get(p, e.low) > e.end or index.next_offsets.get(p, e.low) < e.low
+            for (_t, p), e in ends.items()
+        ):
+            index = self._topics[dlq_topic] = _Indexed({}, [])
+        ranges = {key: (index.next_offsets.get(key[1], e.low), e.end) for key, e in ends.items()}
+        for message in reader.scan(ranges):
+            index.letters.append(self._slim(DeadLetter.from_message(message)))
+        index.next_offsets = {key[1]: end for key, (_start, end) in ranges.items()}
+        return index.letters
+
+    def _slim(self, letter: DeadLetter) -> DeadLetter:
+        return dataclasses.replace(
+            letter,
+            key=None,
+            value=None,
+            headers=[],
+            error_class=sys.intern(letter.error_class),
+            source_topic=sys.intern(letter.source_topic),
+            error_message=letter.error_message[: self._message_chars],
+        )

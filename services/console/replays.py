@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from consumers import WorkerOptions
 from consumers.ops import (
@@ -41,7 +42,14 @@ from consumers.ops.positions import has_table
 from runtime import Settings
 from runtime.clients import postgres_connect
 
-__all__ = ["ReplayJob", "ReplayJobs", "ReplayRequest", "plan_for"]
+__all__ = [
+    "ReplayJob",
+    "ReplayJobs",
+    "ReplayRequest",
+    "ShadowComparison",
+    "compare_shadow",
+    "plan_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -284,3 +292,78 @@ class ReplayJobs:
             outcome = runner.run(stop=job.stop, on_progress=progress)
         job.done = outcome.done
         job.state = "completed" if outcome.completed else "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowComparison:
+    """A sink's live table beside its shadow copy: rows per Kafka partition, and a sample
+    of the event ids only one side has."""
+
+    table: str
+    live_schema: str
+    shadow_schema: str
+    by_partition: list[tuple[int | None, int, int]]  # partition, live rows, shadow rows
+    only_live: list[str]
+    only_shadow: list[str]
+
+    @property
+    def equal(self) -> bool:
+        return all(live == shadow for _, live, shadow in self.by_partition) and not (
+            self.only_live or self.only_shadow
+        )
+
+
+def compare_shadow(
+    conn: psycopg.Connection[Any],
+    *,
+    table: str,
+    live_schema: str,
+    shadow_schema: str,
+    sample: int = 10,
+) -> ShadowComparison:
+    """Count and sample both copies of ``table`` (tables without ``kafka_partition`` are
+    counted whole).
+
+    Raises:
+        ValueError: the shadow schema has no such table (nothing was replayed into it).
+    """
+    if not has_table(conn, shadow_schema, table):
+        raise ValueError(f"schema {shadow_schema} has no {table} table: replay into it first")
+    live, shadow = sql.Identifier(live_schema, table), sql.Identifier(shadow_schema, table)
+    partitioned = (
+        conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s"
+            " AND table_name = %s AND column_name = 'kafka_partition'",
+            (live_schema, table),
+        ).fetchone()
+        is not None
+    )
+    part = sql.SQL("kafka_partition" if partitioned else "NULL::int")
+    counts: dict[int | None, list[int]] = {}
+    for index, name in enumerate((live, shadow)):
+        for partition, rows in conn.execute(
+            sql.SQL("SELECT {p}, count(*) FROM {t} GROUP BY 1").format(p=part, t=name)
+        ).fetchall():
+            counts.setdefault(partition, [0, 0])[index] = int(rows)
+
+    def only(left: sql.Identifier, right: sql.Identifier) -> list[str]:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT event_id::text FROM {l} EXCEPT SELECT event_id::text FROM {r}"
+                " ORDER BY 1 LIMIT %s"
+            ).format(l=left, r=right),
+            (sample,),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    return ShadowComparison(
+        table=table,
+        live_schema=live_schema,
+        shadow_schema=shadow_schema,
+        by_partition=[
+            (p, c[0], c[1])
+            for p, c in sorted(counts.items(), key=lambda i: (i[0] is None, i[0] or 0))
+        ],
+        only_live=only(live, shadow),
+        only_shadow=only(shadow, live),
+    )

@@ -10,11 +10,12 @@ thread-safe; an operator console has few concurrent readers).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import psycopg
 
@@ -22,10 +23,13 @@ from consumers.ops import GroupInspector, TopicReader
 from runtime import Settings
 from runtime.clients import kafka_producer, postgres_connect
 from services.console.audit import AuditTrail
+from services.console.dead_letters import DeadLetterIndex
 from services.console.metrics import MetricsScraper
 from services.console.pipelines import Pipeline
 
 __all__ = ["ConsoleConfig", "ConsoleResources"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +76,24 @@ class ConsoleResources:
         self.audit = audit
         self.groups = GroupInspector.from_settings(settings)
         self.scraper = MetricsScraper(config.targets_dir)
+        self.dead_letters = DeadLetterIndex()  # used under the reader lock
         self._reader: TopicReader | None = None
         self._reader_lock = threading.Lock()
+        self._cache: dict[str, tuple[float, object]] = {}
+        self._cache_lock = threading.Lock()
+
+    def cached(self, key: str, ttl_s: float, compute: Callable[[], T]) -> T:
+        """``compute()``, remembered for ``ttl_s`` seconds under ``key`` (for figures that
+        are "recent" by nature and costly to read, like the versions seen on a topic)."""
+        now = time.monotonic()
+        with self._cache_lock:
+            hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < ttl_s:
+            return cast(T, hit[1])
+        value = compute()
+        with self._cache_lock:
+            self._cache[key] = (now, value)
+        return value
 
     @contextmanager
     def conn(self) -> Iterator[psycopg.Connection[Any]]:

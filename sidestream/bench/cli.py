@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from runtime.localstack import LocalStack
-from sidestream.bench import api, cache, e2e, live, publish, sink
+from sidestream.bench import api, cache, console_pages, e2e, live, publish, sink
 from sidestream.bench.harness import BenchContext, Figure, Section, Sizes, scoreboard, write_results
 from sidestream.context import console, settings
 
@@ -21,6 +21,7 @@ SECTIONS: dict[str, Section] = {
     "api": api.run,
     "e2e": e2e.run,
     "live": live.run,
+    "console": console_pages.run,
 }
 
 app = typer.Typer(help="Benchmarks against the local stack, scored against same-run baselines.")

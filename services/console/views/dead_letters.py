@@ -53,6 +53,7 @@ def _summary(request: Request, dlq: str, samples: int) -> list[ErrorClassSummary
             dlq_topic=dlq,
             max_redrives=resources.config.max_redrives,
             samples=samples,
+            letters=resources.dead_letters.letters(reader, dlq),
         )
 
 

@@ -9,7 +9,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from consumers.ops import ReplayPlan, start_at
 from services.console.pipelines import Pipeline
-from services.console.replays import ReplayJob, ReplayJobs, ReplayRequest, plan_for
+from services.console.replays import (
+    ReplayJob,
+    ReplayJobs,
+    ReplayRequest,
+    compare_shadow,
+    plan_for,
+)
 from services.console.web import (
     SessionDep,
     in_thread,
@@ -98,6 +104,27 @@ def replay_page(request: Request, session: SessionDep) -> HTMLResponse:
         problems=problems,
         jobs=jobs_of(request).recent(),
         title="Replay",
+    )
+
+
+@router.get("/replay/compare", response_class=HTMLResponse)
+def compare_page(request: Request, session: SessionDep, sink: str, shadow: str) -> HTMLResponse:
+    """The live table beside a shadow replay's copy (rows per partition, a sample diff)."""
+    resources = resources_of(request)
+    comparison = None
+    with shown_errors() as problems:
+        pipeline = _pipeline(request, sink)
+        with resources.conn() as conn:
+            comparison = compare_shadow(
+                conn, table=pipeline.target, live_schema=resources.schema, shadow_schema=shadow
+            )
+    return render(
+        request,
+        "replay_compare.html",
+        session,
+        comparison=comparison,
+        problems=problems,
+        title=f"Shadow {shadow} beside {resources.schema}",
     )
 
 

@@ -25,9 +25,14 @@ def _usage(request: Request, subject: str) -> list[VersionUsage]:
     resources = resources_of(request)
     found = []
     for topic in topics_of(subject, resources.config.pipelines):
-        try:
+
+        def read(topic: str = topic) -> VersionUsage:
             with resources.reader() as reader:
-                found.append(versions_on(reader, default_catalog(), topic))
+                return versions_on(reader, default_catalog(), topic)
+
+        try:
+            # "Recently" by nature: a minute-old answer serves, and spares the broker.
+            found.append(resources.cached(f"versions-on:{topic}", 60.0, read))
         except OpsError as exc:
             found.append(VersionUsage(topic, 0, {}, error=str(exc)))
     return found

@@ -300,19 +300,28 @@ def summarize(
     by the number of classes (``samples`` letters kept per class)."""
     done = redriven or {}
     classes: dict[str, ErrorClassSummary] = {}
+    # Times are compared as milliseconds and made datetimes once per class at the end:
+    # a summary may run over hundreds of thousands of letters.
+    span: dict[str, tuple[int, int]] = {}
     for letter in letters:
-        entry = classes.setdefault(letter.error_class, ErrorClassSummary(letter.error_class))
+        name = letter.error_class
+        entry = classes.get(name)
+        if entry is None:
+            entry = classes[name] = ErrorClassSummary(name)
         entry.count += 1
         entry.source_topics[letter.source_topic] += 1
-        if done.get(letter.position) == letter.timestamp_ms:
+        if done.get((letter.partition, letter.offset)) == letter.timestamp_ms:
             entry.redriven += 1
         elif letter.redrive_count >= max_redrives:
             entry.at_cap += 1
-        at = letter.dead_lettered_at
-        entry.first_at = at if entry.first_at is None else min(entry.first_at, at)
-        entry.last_at = at if entry.last_at is None else max(entry.last_at, at)
+        at = letter.dead_lettered_at_ms
+        first, last = span.get(name, (at, at))
+        span[name] = (min(first, at), max(last, at))
         if len(entry.samples) < samples:
             entry.samples.append(letter)
+    for name, (first, last) in span.items():
+        classes[name].first_at = datetime.fromtimestamp(first / 1000, UTC)
+        classes[name].last_at = datetime.fromtimestamp(last / 1000, UTC)
     return sorted(classes.values(), key=lambda e: (-e.count, e.error_class))
 
 
@@ -570,11 +579,12 @@ def dead_letter_summary(
         if has_table(conn, schema, "dlq_redrives")
         else {}
     )
-    chosen = letter_filter or LetterFilter()
+    if letters is None:
+        letters = read_dead_letters(reader, dlq_topic, letter_filter)
+    elif letter_filter is not None and letter_filter != LetterFilter():
+        letters = (x for x in letters if letter_filter.matches(x))
     return summarize(
-        read_dead_letters(reader, dlq_topic, letter_filter)
-        if letters is None
-        else (x for x in letters if chosen.matches(x)),
+        letters,
         redriven=done,
         max_redrives=max_redrives,
         samples=samples,
@@ -624,6 +634,22 @@ class LedgerEntry:
     target_offset: int | None
     redriven_by: str
     redriven_at: datetime
+
+
+def ledger_version(
+    conn: psycopg.Connection[Any], schema: str, dlq_topic: str
+) -> tuple[int, datetime | None]:
+    """How many redrives of ``dlq_topic`` the ledger holds and the latest one's time: it
+    changes whenever a redrive is recorded (a cache of a summary keys on it)."""
+    if not has_table(conn, schema, "dlq_redrives"):
+        return (0, None)
+    row = conn.execute(
+        sql.SQL("SELECT count(*), max(redriven_at) FROM {} WHERE dlq_topic = %s").format(
+            _table(schema)
+        ),
+        (dlq_topic,),
+    ).fetchone()
+    return (0, None) if row is None else (int(row[0]), row[1])
 
 
 def redrive_ledger(

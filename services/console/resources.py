@@ -79,20 +79,23 @@ class ConsoleResources:
         self.dead_letters = DeadLetterIndex()  # used under the reader lock
         self._reader: TopicReader | None = None
         self._reader_lock = threading.Lock()
-        self._cache: dict[str, tuple[float, object]] = {}
+        self._cache: dict[str, tuple[float, object, object]] = {}
         self._cache_lock = threading.Lock()
 
-    def cached(self, key: str, ttl_s: float, compute: Callable[[], T]) -> T:
-        """``compute()``, remembered for ``ttl_s`` seconds under ``key`` (for figures that
-        are "recent" by nature and costly to read, like the versions seen on a topic)."""
+    def cached(
+        self, key: str, ttl_s: float, compute: Callable[[], T], *, version: object = None
+    ) -> T:
+        """``compute()``, remembered under ``key`` for ``ttl_s`` seconds while ``version``
+        stays the same (for figures that are costly to read: the versions seen on a topic,
+        a dead-letter summary until its topic or ledger changes). One entry per key."""
         now = time.monotonic()
         with self._cache_lock:
             hit = self._cache.get(key)
-        if hit is not None and now - hit[0] < ttl_s:
-            return cast(T, hit[1])
+        if hit is not None and now - hit[0] < ttl_s and hit[1] == version:
+            return cast(T, hit[2])
         value = compute()
         with self._cache_lock:
-            self._cache[key] = (now, value)
+            self._cache[key] = (now, version, value)
         return value
 
     @contextmanager

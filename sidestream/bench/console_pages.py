@@ -19,7 +19,8 @@ def run(ctx: BenchContext) -> list[Figure]:
             f"render {page}",
             ms,
             "ms",
-            target=Target("<=", 200, on="value"),
+            # The first view of a dead-letter topic reads it whole: measured, not targeted.
+            target=None if page.endswith("(first view)") else Target("<=", 200, on="value"),
             note=f"{letters:,} dead letters, {rows:,} audit rows; median of 5",
         )
         for page, ms in timings.items()

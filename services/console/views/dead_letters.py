@@ -14,6 +14,7 @@ from consumers.ops import (
     LetterFilter,
     RedriveReport,
     dead_letter_summary,
+    ledger_version,
     redrive_dead_letters,
     redrive_ledger,
 )
@@ -46,14 +47,22 @@ def _known(request: Request, dlq: str) -> str:
 def _summary(request: Request, dlq: str, samples: int) -> list[ErrorClassSummary]:
     resources = resources_of(request)
     with resources.conn() as conn, resources.reader() as reader:
-        return dead_letter_summary(
-            conn=conn,
-            reader=reader,
-            schema=resources.schema,
-            dlq_topic=dlq,
-            max_redrives=resources.config.max_redrives,
-            samples=samples,
-            letters=resources.dead_letters.letters(reader, dlq),
+        letters = resources.dead_letters.letters(reader, dlq)
+        # Recomputed when a letter arrives or a redrive is recorded, else reused.
+        version = (len(letters), ledger_version(conn, resources.schema, dlq))
+        return resources.cached(
+            f"dlq-summary:{dlq}:{samples}",
+            300.0,
+            lambda: dead_letter_summary(
+                conn=conn,
+                reader=reader,
+                schema=resources.schema,
+                dlq_topic=dlq,
+                max_redrives=resources.config.max_redrives,
+                samples=samples,
+                letters=letters,
+            ),
+            version=version,
         )
 
 

@@ -15,10 +15,12 @@ Run by hand: ``.venv/bin/python -m services.console._bench [dead_letters] [audit
 from __future__ import annotations
 
 import contextlib
+import logging
 import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
@@ -145,6 +147,20 @@ def _fill_tables(
         )
 
 
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """The test client logs every request at INFO: not in a benchmark's output."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
 def measure_console_pages(
     settings: Settings, *, dead_letters: int, audit_rows: int, repeats: int = 5
 ) -> dict[str, float]:
@@ -195,7 +211,7 @@ def measure_console_pages(
             "/bench",
         ]
         timings: dict[str, float] = {}
-        with TestClient(app) as client:
+        with _quiet("httpx", "httpx2"), TestClient(app) as client:
             client.post("/login", data={"key": _KEY})
             for page in pages:
                 started = time.perf_counter()

@@ -61,6 +61,9 @@ def test_every_page_renders_real_data_and_a_fixed_dead_letter_is_redriven_once(
         assert "ready" in row.inner_text()
         assert f"127.0.0.1:{server.port}" in row.inner_text()
         page.screenshot(path=screenshot_path("pipelines"), full_page=True)
+        # The table refreshes itself (console.js swaps in /pipelines/table every 5 s).
+        page.wait_for_selector("#pipelines[data-refreshed]", timeout=20_000)
+        assert env.group in page.locator("tr[data-pipeline=audit]").inner_text()
 
     page.click("nav >> text=Dead letters")
     overview = page.locator(f"tr[data-dlq='{env.dlq}'][data-class=CheckViolation]")

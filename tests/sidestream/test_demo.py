@@ -49,6 +49,7 @@ def test_demo_runs_end_to_end_and_prints_a_summary(
         assert "cache: hit ratio" in out
         assert "everything landed: yes" in out
         assert "processes drained cleanly on SIGTERM: yes" in out
+        assert "`make console`" in out  # the summary points to the operator console
         dead = re.search(r"and (\d+) landed in dead-letter topics", out)
         assert dead is not None
         assert int(dead.group(1)) >= 3

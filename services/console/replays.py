@@ -273,8 +273,9 @@ class ReplayJobs:
                     if parked:
                         job.notes.append(f"partitions {parked} start at their end (not replayed)")
                 starts, ends = plan.new_offsets, plan.ends
+            # The worker writes where the offsets live: the shadow, else the live schema.
             options = WorkerOptions(
-                sink=request.sink, group_id=job.group, topics=(job.topic,), schema=request.shadow
+                sink=request.sink, group_id=job.group, topics=(job.topic,), schema=job.schema
             )
             runner = ReplayRunner(
                 settings=settings,

@@ -64,7 +64,9 @@ def run(
         bench_dir=bench_dir.resolve(),
     )
     publisher = EventPublisher(settings=loaded, producer="sidestream-console")
-    web = create_app(loaded, config, verifier=verifier, audit=AuditTrail(publisher))
+    web = create_app(
+        loaded, config, verifier=verifier, audit=AuditTrail(publisher), link_sign_in=True
+    )
     url = f"http://{host}:{port}"
     console.print(f"console: {url}", highlight=False)
     console.print(f"  sign in as operator:  {url}/login?key={operator_key}", highlight=False)

@@ -9,7 +9,7 @@ the same way.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
@@ -63,6 +63,7 @@ def create_app(
     audit: AuditTrail,
     sessions: SessionStore | None = None,
     secure_cookies: bool = False,
+    link_sign_in: bool = False,
 ) -> FastAPI:
     """The console app; its resources open at start-up and close at shutdown.
 
@@ -70,6 +71,9 @@ def create_app(
         verifier: turns an API key into a principal (the API's key store).
         audit: where actions are recorded.
         secure_cookies: mark the session cookie ``Secure`` (behind HTTPS).
+        link_sign_in: accept the key in the sign-in URL (``/login?key=``), for the link
+            `sidestream console` prints locally; off, a key in a URL is ignored (URLs end
+            up in histories and logs).
     """
 
     @asynccontextmanager
@@ -111,6 +115,24 @@ def create_app(
     app.state.nav = NAV
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        # Only our own script and styles (inline style attributes draw the progress bars);
+        # no framing (clickjacking), no referrer (a sign-in link must not leak).
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        )
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 303 and exc.headers:
@@ -128,7 +150,7 @@ def create_app(
     @app.get("/login", response_class=HTMLResponse)
     async def login_page(request: Request, key: str | None = None) -> Response:
         # ``?key=`` lets `sidestream console` print one link that signs in at once.
-        if key:
+        if key and link_sign_in:
             return await _sign_in(request, key)
         return render(request, "login.html", None, title="Sign in", error=None)
 

@@ -33,9 +33,15 @@ def test_sign_in_refuses_unknown_keys_and_keys_without_a_console_scope(
         notify = client.post("/login", data={"key": NOBODY_KEY})
         assert notify.status_code == 401
         assert "neither the read nor the admin scope" in notify.text
-        ok = client.get(f"/login?key={OPERATOR_KEY}", follow_redirects=False)
+        # A key in the URL is ignored unless the app allows sign-in links (local only).
+        linked = client.get(f"/login?key={OPERATOR_KEY}", follow_redirects=False)
+        assert linked.status_code == 200
+        assert "Sign in" in linked.text
+        ok = client.post("/login", data={"key": OPERATOR_KEY}, follow_redirects=False)
         assert ok.status_code == 303
         page = client.get("/pipelines")
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
         assert "test-operator" in page.text
         assert "operator" in page.text
         # Signing out needs the CSRF token too; after it, the session is gone.
@@ -90,13 +96,11 @@ def test_only_keys_of_the_operator_tenants_sign_in_when_they_are_set(
         dataclasses.replace(console_env.config, operator_tenants=frozenset({"_ops"})),
         verifier=StaticKeyVerifier.of({"ops-key": ops, "acme-key": customer}),
         audit=AuditTrail(_Recorder()),
+        link_sign_in=True,
     )
     with TestClient(app) as client:
         refused = client.post("/login", data={"key": "acme-key"})
         assert refused.status_code == 401
         assert "belongs to tenant acme" in refused.text
-        assert (
-            client.post("/login", data={"key": "ops-key"}, follow_redirects=False).status_code
-            == 303
-        )
+        assert client.get("/login?key=ops-key", follow_redirects=False).status_code == 303
         assert "apikey:0f0f" in client.get("/pipelines").text

@@ -10,7 +10,7 @@ W ?= audit
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: workers chaos chaos-quick replay dlq-show dlq-redrive lag observe observe-down deploy-check tools help setup lock up down status migrate topics reset-topics worker demo test test-all test-chaos api notifications load bench bench-quick lint fmt typecheck schemas-check clean
+.PHONY: workers console chaos chaos-quick replay dlq-show dlq-redrive lag observe observe-down deploy-check tools help setup lock up down status migrate topics reset-topics worker demo test test-all test-chaos api notifications load bench bench-quick lint fmt typecheck schemas-check clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -93,6 +93,9 @@ bench: $(STAMP) ## Every benchmark against the local stack: scoreboard + bench/r
 
 bench-quick: $(STAMP) ## Every benchmark at small sizes (CI: keeps them from rotting; no timing verdicts)
 	$(SS) bench --quick
+
+console: $(STAMP) ## Operator console on http://127.0.0.1:8090 over the local stack (after `make up`); prints a sign-in link
+	$(SS) console $(ARGS)
 
 observe: $(STAMP) ## Local Prometheus (Debian's prometheus, no Docker) on 127.0.0.1:9090 scraping the local stack, with the alert rules
 	$(SS) observe up

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the command-line tools Sidestream's tooling drives, from Debian packages, when
 # they are missing: `wrk` (the HTTP load generator of `sidestream bench --section api`)
-# and Debian's `prometheus` (promtool for `make deploy-check`, the server for `make observe`).
+# Debian's `prometheus` (promtool for `make deploy-check`, the server for `make observe`)
+# and Debian's `chromium` (the browser the console's Playwright tests drive).
 # Used by CI (root, Debian) before `make bench-quick`, and by hand before `make bench`.
 # Idempotent: a machine that has every tool is left untouched.
 #
@@ -14,6 +15,7 @@ declare -A PACKAGES=(
     [wrk]=wrk
     [promtool]=prometheus
     [prometheus]=prometheus
+    [chromium]=chromium
 )
 
 missing=()

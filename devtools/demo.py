@@ -753,6 +753,7 @@ def _print_summary(
         f" {exit_codes}"
     )
     console.print("where to look (`make api`, `make worker W=audit`, ... serve the same):")
+    console.print("  the operator console: `make console` (pipelines, dead letters, replays, ...)")
     for worker in workers:
         console.print(f"  {worker.name:>14}: {worker.metrics_url}  (log: {worker.log})")
     console.print(

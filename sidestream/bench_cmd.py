@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from devtools.bench import api, cache, e2e, live, publish, serde, sink
+from devtools.bench import api, cache, console_pages, e2e, live, publish, serde, sink
 from devtools.bench.harness import BenchContext, Figure, Section, Sizes, scoreboard, write_results
 from devtools.localstack import LocalStack
 from sidestream.context import console, settings
@@ -23,6 +23,7 @@ SECTIONS: dict[str, Section] = {
     "e2e": e2e.run,
     "live": live.run,
     "serde": serde.run,
+    "console": console_pages.run,
 }
 
 app = App(help="Benchmarks against the local stack, scored against same-run baselines.")

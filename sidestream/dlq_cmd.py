@@ -10,7 +10,7 @@ and listed. ``--dry-run`` shows what would be sent.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -20,15 +20,10 @@ from consumers import dead_letter_topic
 from consumers.ops import (
     DeadLetter,
     LetterFilter,
-    OffsetRange,
-    Redriver,
     TopicReader,
-    parse_time,
-    read_dead_letters,
-    redriven_positions,
-    summarize,
+    dead_letter_summary,
+    redrive_dead_letters,
 )
-from consumers.ops.positions import has_table
 from runtime.clients import kafka_producer, postgres_connect
 from sidestream.context import console, err_console, settings
 from sidestream.errors import App, safe, schema_typed
@@ -63,12 +58,8 @@ def _filter(
     until: str | None,
     offsets: list[str] | None,
 ) -> LetterFilter:
-    now = datetime.now(UTC)
-    return LetterFilter(
-        error_classes=frozenset(error_class or ()),
-        since=parse_time(since, now=now) if since else None,
-        until=parse_time(until, now=now) if until else None,
-        offsets=tuple(OffsetRange.parse(text) for text in offsets or ()),
+    return LetterFilter.parse(
+        error_classes=error_class or (), since=since, until=until, offsets=offsets or ()
     )
 
 
@@ -104,12 +95,12 @@ def show(
         postgres_connect(config, autocommit=True, connect_timeout=10) as conn,
         TopicReader.from_settings(config) as reader,
     ):
-        done = (
-            redriven_positions(conn, target, dlq) if has_table(conn, target, "dlq_redrives") else {}
-        )
-        summary = summarize(
-            read_dead_letters(reader, dlq, chosen),
-            redriven=done,
+        summary = dead_letter_summary(
+            conn=conn,
+            reader=reader,
+            schema=target,
+            dlq_topic=dlq,
+            letter_filter=chosen,
             max_redrives=max_redrives,
             samples=samples,
         )
@@ -177,14 +168,16 @@ def redrive(
             postgres_connect(config, autocommit=True, connect_timeout=10) as conn,
             TopicReader.from_settings(config) as reader,
         ):
-            if not has_table(conn, target, "dlq_redrives"):
-                raise ValueError(
-                    f"no dlq_redrives table in schema {target}: run `sidestream db migrate`"
-                )
-            redriver = Redriver(
-                producer=producer, conn=conn, schema=target, max_redrives=max_redrives
+            report = redrive_dead_letters(
+                conn=conn,
+                reader=reader,
+                producer=producer,
+                schema=target,
+                dlq_topic=dlq,
+                letter_filter=chosen,
+                max_redrives=max_redrives,
+                dry_run=dry_run,
             )
-            report = redriver.redrive(read_dead_letters(reader, dlq, chosen), dry_run=dry_run)
     finally:
         producer.flush(10)
     verb = "would redrive" if dry_run else "redrove"

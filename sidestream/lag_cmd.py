@@ -20,25 +20,13 @@ from rich.table import Table
 from rich.text import Text
 
 from consumers.ops import GroupInspector, LagReport, TopicReader, measure_lag
+from consumers.ops.format import age as _age
 from consumers.ops.positions import has_table
 from runtime.clients import postgres_connect
 from sidestream.context import console, settings
 from sidestream.errors import App, safe, schema_typed
 
 app = App(help="Consumer lag per group, topic and partition.")
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m {whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d {whole % 86400 // 3600:02d}h"
 
 
 def _cell(value: int | None) -> str:

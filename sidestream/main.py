@@ -69,6 +69,7 @@ _developer_command("bench", "sidestream.bench_cmd", "Benchmarks scored against b
 _developer_command("chaos", "sidestream.chaos_cmd", "Fault scenarios on private stacks.")
 app.add_typer(tenants_cmd.tenants_app, name="tenants")
 app.add_typer(tenants_cmd.keys_app, name="keys")
+_developer_command("console", "sidestream.console_cmd", "The operator console in a browser.")
 
 
 def main() -> None:

@@ -21,9 +21,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated
 
-import psycopg
 import typer
 from rich.progress import (
     BarColumn,
@@ -38,38 +37,33 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from consumers import SINKS, WorkerOptions, group_id_for
+from consumers import SINKS, WorkerOptions
 from consumers.ops import (
     EndOffsets,
-    FromBeginning,
     FromTime,
     GroupInspector,
     ReplayPlan,
     ReplayProgress,
     ReplayRunner,
     StartAt,
-    ToOffset,
     TopicReader,
-    parse_time,
+    park_other_partitions,
     plan_replay,
     prepare_shadow_schema,
+    replay_target,
     reset_offsets,
     resume_points,
-    shadow_group_id,
+    start_at,
 )
 from consumers.ops.positions import has_table, stored_offsets
 from runtime import Settings
 from runtime.clients import postgres_connect
-from schemas.topics import topic_for
 from sidestream.context import console, err_console, settings
 from sidestream.errors import App, safe, schema_typed, warn
 
 app = App(help="Replay a consumer group: reset offsets, re-run a sink, fill a shadow.")
 
 Key = tuple[str, int]
-
-#: An offset beyond any partition's end: clamped to the end.
-_PAST_ANY_END = 2**62
 
 
 def _partitions(text: str | None) -> list[int] | None:
@@ -81,31 +75,8 @@ def _partitions(text: str | None) -> list[int] | None:
         raise ValueError(f"--partitions {text!r}: expected e.g. 0,2,5") from None
 
 
-def _to_offset(text: str) -> ToOffset:
-    """``N`` (every partition) or ``P:N,P:N`` (those partitions)."""
-    try:
-        if ":" not in text:
-            return ToOffset(default=int(text))
-        pairs = []
-        for item in text.split(","):
-            partition, _, offset = item.partition(":")
-            pairs.append((int(partition), int(offset)))
-        return ToOffset(per_partition=tuple(pairs))
-    except ValueError:
-        raise ValueError(f"--to-offset {text!r}: expected N or P:N,P:N") from None
-
-
 def _start_at(from_time: str | None, to_offset: str | None, from_beginning: bool) -> StartAt:
-    chosen = [x for x in (from_time, to_offset) if x is not None] + (
-        ["beginning"] if from_beginning else []
-    )
-    if len(chosen) != 1:
-        raise ValueError("choose exactly one of --from-time, --to-offset, --from-beginning")
-    if from_time is not None:
-        return FromTime(parse_time(from_time, now=datetime.now(UTC)))
-    if to_offset is not None:
-        return _to_offset(to_offset)
-    return FromBeginning()
+    return start_at(from_time=from_time, to_offset=to_offset, from_beginning=from_beginning)
 
 
 def _cell(value: int | None) -> str:
@@ -300,9 +271,7 @@ def replay(
     if target_schema is not None and target_schema == live_schema:
         raise ValueError("the shadow schema must differ from the live one")
     if sink is not None:
-        topic = topic or topic_for(SINKS[sink]().event_type)
-        if group is None:
-            group = shadow_group_id(sink, target_schema) if target_schema else group_id_for(sink)
+        topic, group = replay_target(sink, group=group, topic=topic, shadow=target_schema)
     if topic is None or group is None:
         raise ValueError("--group and --topic are required without --sink")
     offsets_schema = target_schema or live_schema
@@ -393,7 +362,13 @@ def replay(
             return
         result = reset_offsets(plan, conn=conn, groups=groups, force=force)
         if target_schema is not None and wanted is not None:
-            _park_other_partitions(conn, reader, groups, plan, force=force)
+            others = park_other_partitions(
+                plan, conn=conn, reader=reader, groups=groups, force=force
+            )
+            if others:
+                console.print(
+                    f"partitions {others} of the shadow group start at their end (not replayed)"
+                )
         console.print(
             f"[green]reset[/] {len(plan.partitions)} partition(s) of {safe(group)} in Postgres"
             + (" and Kafka" if result.kafka_committed else ""),
@@ -438,34 +413,6 @@ def _plan_warnings(
             "would move to the end of each partition, past records it has not read yet"
         )
     return warnings
-
-
-def _park_other_partitions(
-    conn: psycopg.Connection[Any],
-    reader: TopicReader,
-    groups: GroupInspector,
-    plan: ReplayPlan,
-    *,
-    force: bool,
-) -> None:
-    """A shadow group reads every partition of the topic: those not chosen start at their
-    end, so only the chosen ones are copied."""
-    chosen = {p.partition for p in plan.partitions}
-    others = [p for p in reader.partitions(plan.topic) if p not in chosen]
-    if not others:
-        return
-    parked = plan_replay(
-        conn=conn,
-        schema=plan.schema,
-        reader=reader,
-        groups=groups,
-        group=plan.group,
-        topic=plan.topic,
-        start=ToOffset(default=_PAST_ANY_END),
-        partitions=others,
-    )
-    reset_offsets(parked, conn=conn, groups=groups, force=force)
-    console.print(f"partitions {others} of the shadow group start at their end (not replayed)")
 
 
 def _print_resume(group: str, starts: Mapping[Key, int], ends: Mapping[Key, EndOffsets]) -> None:

@@ -43,7 +43,9 @@ from psycopg import sql
 
 from consumers.dead_letters import DLQ_SUFFIX, HEADER_PREFIX, TRUNCATED_HEADER
 from consumers.ops.errors import RedriveError
+from consumers.ops.positions import has_table
 from consumers.ops.reader import TopicReader
+from consumers.ops.timeindex import parse_time
 from consumers.records import Headers, headers_of
 
 logger = logging.getLogger(__name__)
@@ -189,6 +191,30 @@ class LetterFilter:
     until: datetime | None = None  # dead-lettered before
     offsets: tuple[OffsetRange, ...] = field(default=())
 
+    @classmethod
+    def parse(
+        cls,
+        *,
+        error_classes: Iterable[str] = (),
+        since: str | None = None,
+        until: str | None = None,
+        offsets: Iterable[str] = (),
+        now: datetime | None = None,
+    ) -> LetterFilter:
+        """A filter from an operator's text: times as ISO 8601 or relative (``2h``),
+        offsets as ``P:O`` or ``P:A-B``.
+
+        Raises:
+            ValueError: a time or an offset range that does not parse.
+        """
+        moment = now or datetime.now(UTC)
+        return cls(
+            error_classes=frozenset(c for c in error_classes if c),
+            since=parse_time(since, now=moment) if since else None,
+            until=parse_time(until, now=moment) if until else None,
+            offsets=tuple(OffsetRange.parse(text) for text in offsets if text),
+        )
+
     def matches(self, letter: DeadLetter) -> bool:
         if self.error_classes and letter.error_class not in self.error_classes:
             return False
@@ -280,19 +306,28 @@ def summarize(
     by the number of classes (``samples`` letters kept per class)."""
     done = redriven or {}
     classes: dict[str, ErrorClassSummary] = {}
+    # Times are compared as milliseconds and made datetimes once per class at the end:
+    # a summary may run over hundreds of thousands of letters.
+    span: dict[str, tuple[int, int]] = {}
     for letter in letters:
-        entry = classes.setdefault(letter.error_class, ErrorClassSummary(letter.error_class))
+        name = letter.error_class
+        entry = classes.get(name)
+        if entry is None:
+            entry = classes[name] = ErrorClassSummary(name)
         entry.count += 1
         entry.source_topics[letter.source_topic] += 1
-        if done.get(letter.position) == letter.timestamp_ms:
+        if done.get((letter.partition, letter.offset)) == letter.timestamp_ms:
             entry.redriven += 1
         elif letter.redrive_count >= max_redrives:
             entry.at_cap += 1
-        at = letter.dead_lettered_at
-        entry.first_at = at if entry.first_at is None else min(entry.first_at, at)
-        entry.last_at = at if entry.last_at is None else max(entry.last_at, at)
+        at = letter.dead_lettered_at_ms
+        first, last = span.get(name, (at, at))
+        span[name] = (min(first, at), max(last, at))
         if len(entry.samples) < samples:
             entry.samples.append(letter)
+    for name, (first, last) in span.items():
+        classes[name].first_at = datetime.fromtimestamp(first / 1000, UTC)
+        classes[name].last_at = datetime.fromtimestamp(last / 1000, UTC)
     return sorted(classes.values(), key=lambda e: (-e.count, e.error_class))
 
 
@@ -546,3 +581,114 @@ class Redriver:
                 [d.offset for d in deliveries],
             ),
         )
+
+
+# --- what the CLI and the console both do -----------------------------------------------
+def dead_letter_summary(
+    *,
+    conn: psycopg.Connection[Any],
+    reader: TopicReader,
+    schema: str,
+    dlq_topic: str,
+    letter_filter: LetterFilter | None = None,
+    max_redrives: int = 3,
+    samples: int = 3,
+    letters: Iterable[DeadLetter] | None = None,
+) -> list[ErrorClassSummary]:
+    """``dlq_topic`` grouped by error class, counting what the ledger says was redriven
+    (no ledger table yet: nothing was). ``letters`` (already read, e.g. kept by a
+    long-running process) replaces reading the topic; the filter applies to them too."""
+    done = (
+        redriven_positions(conn, schema, dlq_topic)
+        if has_table(conn, schema, "dlq_redrives")
+        else {}
+    )
+    if letters is None:
+        letters = read_dead_letters(reader, dlq_topic, letter_filter)
+    elif letter_filter is not None and letter_filter != LetterFilter():
+        letters = (x for x in letters if letter_filter.matches(x))
+    return summarize(
+        letters,
+        redriven=done,
+        max_redrives=max_redrives,
+        samples=samples,
+    )
+
+
+def redrive_dead_letters(
+    *,
+    conn: psycopg.Connection[Any],
+    reader: TopicReader,
+    producer: Producer,
+    schema: str,
+    dlq_topic: str,
+    letter_filter: LetterFilter | None = None,
+    max_redrives: int = 3,
+    dry_run: bool = False,
+    operator: str = "sidestream-dlq",
+) -> RedriveReport:
+    """Redrive the dead letters of ``dlq_topic`` that ``letter_filter`` selects (see
+    :class:`Redriver`); ``dry_run`` reports what would be sent and sends nothing.
+
+    Raises:
+        ValueError: no ``dlq_redrives`` table in ``schema`` (run the migrations).
+        RedriveError: a chunk was not acknowledged (see :meth:`Redriver.redrive`).
+    """
+    if not has_table(conn, schema, "dlq_redrives"):
+        raise ValueError(f"no dlq_redrives table in schema {schema}: run `sidestream db migrate`")
+    redriver = Redriver(
+        producer=producer, conn=conn, schema=schema, max_redrives=max_redrives, operator=operator
+    )
+    return redriver.redrive(read_dead_letters(reader, dlq_topic, letter_filter), dry_run=dry_run)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One row of ``dlq_redrives``: a dead letter sent back, where, when and by whom."""
+
+    dlq_topic: str
+    dlq_partition: int
+    dlq_offset: int
+    source_topic: str
+    source_partition: int | None
+    source_offset: int | None
+    error_class: str
+    redrive_count: int
+    target_partition: int | None
+    target_offset: int | None
+    redriven_by: str
+    redriven_at: datetime
+
+
+def ledger_version(
+    conn: psycopg.Connection[Any], schema: str, dlq_topic: str
+) -> tuple[int, datetime | None]:
+    """How many redrives of ``dlq_topic`` the ledger holds and the latest one's time: it
+    changes whenever a redrive is recorded (a cache of a summary keys on it)."""
+    if not has_table(conn, schema, "dlq_redrives"):
+        return (0, None)
+    row = conn.execute(
+        sql.SQL("SELECT count(*), max(redriven_at) FROM {} WHERE dlq_topic = %s").format(
+            _table(schema)
+        ),
+        (dlq_topic,),
+    ).fetchone()
+    return (0, None) if row is None else (int(row[0]), row[1])
+
+
+def redrive_ledger(
+    conn: psycopg.Connection[Any], schema: str, dlq_topic: str, *, limit: int = 50
+) -> list[LedgerEntry]:
+    """The latest redrives of ``dlq_topic``, newest first (empty without the table)."""
+    if not has_table(conn, schema, "dlq_redrives"):
+        return []
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT dlq_topic, dlq_partition, dlq_offset, source_topic, source_partition,"
+            " source_offset, error_class, redrive_count, target_partition, target_offset,"
+            " redriven_by, redriven_at FROM {} WHERE dlq_topic = %s"
+            " ORDER BY redriven_at DESC, dlq_partition, dlq_offset LIMIT %s"
+        ).format(_table(schema)),
+        (dlq_topic, limit),
+    ).fetchall()
+    return [LedgerEntry(*row) for row in rows]

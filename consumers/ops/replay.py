@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -42,13 +42,14 @@ from consumers.ops.groups import GroupActivity, GroupInspector
 from consumers.ops.pacing import RateLimiter, ThrottledSink, paced_batch_size
 from consumers.ops.positions import move_offsets, stored_offsets
 from consumers.ops.reader import EndOffsets, Key, TopicReader
-from consumers.ops.timeindex import offsets_for_time
+from consumers.ops.timeindex import offsets_for_time, parse_time
 from consumers.runtime import ExitStatus
 from consumers.sink import Sink
-from consumers.worker import WorkerOptions, build_sink
+from consumers.worker import SINKS, WorkerOptions, build_sink, group_id_for
 from runtime import Settings
 from runtime.clients import postgres_connect
 from runtime.migrations import migrate
+from schemas.topics import topic_for
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,24 @@ class ToOffset:
     default: int | None = None
     per_partition: tuple[tuple[int, int], ...] = ()
 
+    @classmethod
+    def parse(cls, text: str) -> ToOffset:
+        """``N`` (every partition) or ``P:N,P:N`` (those partitions).
+
+        Raises:
+            ValueError: anything else.
+        """
+        try:
+            if ":" not in text:
+                return cls(default=int(text))
+            pairs = []
+            for item in text.split(","):
+                partition, _, offset = item.partition(":")
+                pairs.append((int(partition), int(offset)))
+            return cls(per_partition=tuple(pairs))
+        except ValueError:
+            raise ValueError(f"--to-offset {text!r}: expected N or P:N,P:N") from None
+
     def offset_for(self, partition: int) -> int | None:
         return dict(self.per_partition).get(partition, self.default)
 
@@ -93,6 +112,48 @@ class ToOffset:
 
 
 StartAt = FromBeginning | FromTime | ToOffset
+
+
+def start_at(
+    *,
+    from_time: str | None = None,
+    to_offset: str | None = None,
+    from_beginning: bool = False,
+    now: datetime | None = None,
+) -> StartAt:
+    """Where a replay starts, from an operator's choice of exactly one of a time (ISO 8601
+    or relative, ``2h``), offsets (:meth:`ToOffset.parse`) or the beginning.
+
+    Raises:
+        ValueError: none or several chosen, or one that does not parse.
+    """
+    chosen = [x for x in (from_time, to_offset) if x is not None] + (
+        ["beginning"] if from_beginning else []
+    )
+    if len(chosen) != 1:
+        raise ValueError("choose exactly one of --from-time, --to-offset, --from-beginning")
+    if from_time is not None:
+        return FromTime(parse_time(from_time, now=now or datetime.now(UTC)))
+    if to_offset is not None:
+        return ToOffset.parse(to_offset)
+    return FromBeginning()
+
+
+def replay_target(
+    sink: str, *, group: str | None = None, topic: str | None = None, shadow: str | None = None
+) -> tuple[str, str]:
+    """``(topic, group)`` of a replay of ``sink``: the sink's topic (topics.yaml) and
+    group, or for a ``shadow`` schema the shadow replay's own group; given values win.
+
+    Raises:
+        ValueError: an unknown sink.
+    """
+    if sink not in SINKS:
+        raise ValueError(f"unknown sink {sink!r}; choose one of {', '.join(sorted(SINKS))}")
+    topic = topic or topic_for(SINKS[sink]().event_type)
+    if group is None:
+        group = shadow_group_id(sink, shadow) if shadow else group_id_for(sink)
+    return topic, group
 
 
 # --- the plan -----------------------------------------------------------------------------
@@ -292,6 +353,38 @@ def prepare_shadow_schema(conn: psycopg.Connection[Any], schema: str) -> list[st
     """
     applied = migrate(conn, [CONSUMER_MIGRATIONS], schema=schema)
     return [f"{m.version:04d}_{m.name}" for m in applied]
+
+
+#: An offset beyond any partition's end: clamped to the end.
+_PAST_ANY_END = 2**62
+
+
+def park_other_partitions(
+    plan: ReplayPlan,
+    *,
+    conn: psycopg.Connection[Any],
+    reader: TopicReader,
+    groups: GroupInspector,
+    force: bool = False,
+) -> list[int]:
+    """A shadow group reads every partition of the topic: those not in ``plan`` start at
+    their end, so only the chosen ones are copied. Returns the parked partitions."""
+    chosen = {p.partition for p in plan.partitions}
+    others = [p for p in reader.partitions(plan.topic) if p not in chosen]
+    if not others:
+        return []
+    parked = plan_replay(
+        conn=conn,
+        schema=plan.schema,
+        reader=reader,
+        groups=groups,
+        group=plan.group,
+        topic=plan.topic,
+        start=ToOffset(default=_PAST_ANY_END),
+        partitions=others,
+    )
+    reset_offsets(parked, conn=conn, groups=groups, force=force)
+    return others
 
 
 # --- running ------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ def test_demo_runs_end_to_end_and_prints_a_summary(
         assert "processes drained cleanly on SIGTERM: yes" in out
         # Webhooks go to an endpoint the demo registered; its receiver checks signatures.
         assert re.search(r"\d+\s+webhooks\s+its\s+local\s+receiver", out), out[-3000:]
+        assert "`make console`" in out  # the summary points to the operator console
         dead = re.search(r"and (\d+) landed in dead-letter topics", out)
         assert dead is not None
         assert int(dead.group(1)) >= 3

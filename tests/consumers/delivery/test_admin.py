@@ -16,6 +16,7 @@ from consumers.delivery import (
     notification_summary,
     retry_failed,
 )
+from consumers.delivery.admin import destination_health, notification_attempts
 from sidestream.notifications_cmd import app
 from tests.consumers.delivery.conftest import StartWorker
 from tests.consumers.delivery.support import (
@@ -107,3 +108,60 @@ def test_cli_show_and_retry(db: psycopg.Connection[Any], delivery_schema: str) -
     assert status_of(db, ids[0]) == "pending"
     neither = runner.invoke(app, ["retry", "--schema", delivery_schema])
     assert neither.exit_code != 0
+
+
+def _attempt(
+    db: psycopg.Connection[Any],
+    notification_id: uuid.UUID,
+    attempt: int,
+    outcome: str,
+    ms: float,
+    *,
+    ago_s: float,
+) -> None:
+    db.execute(
+        """
+        INSERT INTO notification_attempts (notification_id, attempt, worker, destination,
+            started_at, finished_at, latency_ms, outcome, status_code, error_class, error)
+        VALUES (%s, %s, 'w-1', '127.0.0.1:1', now() - make_interval(secs => %s),
+                now() - make_interval(secs => %s), %s, %s, %s, %s, %s)
+        """,
+        (
+            notification_id,
+            attempt,
+            ago_s,
+            ago_s,
+            ms,
+            outcome,
+            200 if outcome == "sent" else 503,
+            None if outcome == "sent" else "http_5xx",
+            None if outcome == "sent" else "503 Service Unavailable",
+        ),
+    )
+
+
+def test_attempt_history_and_destination_health(db: psycopg.Connection[Any]) -> None:
+    (first, second) = insert_notifications(db, [webhook("http://127.0.0.1:1/a")] * 2)
+    _attempt(db, first, 1, "sent", 12.0, ago_s=60)
+    for number, ms in enumerate((30.0, 40.0, 50.0), start=1):
+        _attempt(db, second, number, "transient", ms, ago_s=10 - number)
+    found, attempts = notification_attempts(db, second)
+    assert found is not None
+    assert found.notification_id == second
+    assert [(a.attempt, a.outcome, a.status_code) for a in attempts] == [
+        (1, "transient", 503),
+        (2, "transient", 503),
+        (3, "transient", 503),
+    ]
+    assert notification_attempts(db, uuid.uuid4()) == (None, [])
+    (health,) = destination_health(db)
+    assert (health.destination, health.attempts, health.sent, health.failed) == (
+        "127.0.0.1:1",
+        4,
+        1,
+        3,
+    )
+    assert health.consecutive_failures == 3  # since the last success
+    assert health.circuit(3) == "open"
+    assert health.circuit(4) == "closed"
+    assert health.recent_latencies_ms == (12.0, 30.0, 40.0, 50.0)

@@ -1,0 +1,246 @@
+"""Render time of every console page on a large installation, for the bench harness
+(:func:`measure_console_pages`).
+
+What is measured: server-side time of one GET of each page (median of ``repeats`` after
+a warm-up), through the ASGI app in-process (no network, no browser), with
+``dead_letters`` records on a sink's dead-letter topic (five error classes, a tenth of
+them already redriven) and ``audit_rows`` rows in ``audit_events``, plus
+notifications with attempts and live window counts.
+
+Everything is scratch: fresh topics and a fresh Postgres schema, deleted afterwards.
+
+Run by hand: ``.venv/bin/python -m services.console._bench [dead_letters] [audit_rows]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+from fastapi.testclient import TestClient
+from psycopg import sql
+
+from consumers import dead_letter_topic
+from consumers.dead_letters import HEADER_PREFIX
+from consumers.migrations_source import CONSUMER_MIGRATIONS
+from runtime import Settings
+from runtime.clients import kafka_admin, kafka_producer, postgres_connect
+from runtime.migrations import migrate
+from schemas import AuditEvent, AuditOutcome, EventSerializer
+from services.console.access import Principal, StaticKeyVerifier
+from services.console.app import create_app
+from services.console.audit import AuditTrail
+from services.console.pipelines import Pipeline
+from services.console.resources import ConsoleConfig
+
+__all__ = ["measure_console_pages"]
+
+_CLASSES = ("CheckViolation", "DecodeError", "UnknownSchemaError", "NotNullViolation", "WrongType")
+_KEY = "bench-operator-key"
+
+
+class _NoAudit:
+    """The bench takes no action: nothing is published."""
+
+    def publish(self, event: Any, *, topic: str | None = None) -> None:
+        raise AssertionError("the bench takes no action")
+
+
+def _fill_dead_letters(settings: Settings, topic: str, dlq: str, n: int) -> None:
+    serializer = EventSerializer()
+    value = serializer.serialize(
+        AuditEvent.new(
+            tenant_id="bench",
+            producer="bench",
+            actor_id="u",
+            action="",
+            resource_type="r",
+            resource_id="1",
+            outcome=AuditOutcome.SUCCESS,
+        ),
+        topic,
+    )
+    producer = kafka_producer(settings, **{"linger.ms": 50})
+    now = int(time.time() * 1000)
+    for i in range(n):
+        headers: list[tuple[str, str | bytes | None]] = [
+            (HEADER_PREFIX + "source.topic", topic.encode()),
+            (HEADER_PREFIX + "source.partition", b"0"),
+            (HEADER_PREFIX + "source.offset", str(i).encode()),
+            (HEADER_PREFIX + "error.class", _CLASSES[i % len(_CLASSES)].encode()),
+            (HEADER_PREFIX + "error.message", b"23514: new row violates check constraint"),
+            (HEADER_PREFIX + "worker", b"bench"),
+            (HEADER_PREFIX + "time", str(now - (n - i) * 10).encode()),
+        ]
+        while True:
+            try:
+                producer.produce(dlq, value=value, key=b"bench", headers=headers, partition=0)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0, "dead letters not all acknowledged"
+
+
+def _fill_tables(
+    settings: Settings, schema: str, dlq: str, n_letters: int, audit_rows: int
+) -> None:
+    with postgres_connect(settings, schema=schema, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO audit_events (event_id, occurred_at, tenant_id, producer, actor_id,
+                action, resource_type, resource_id, outcome, schema_version, kafka_partition,
+                kafka_offset)
+            SELECT gen_random_uuid(), now() - make_interval(secs => g %% 86400),
+                   'tenant-' || (g %% 50), 'bench', 'user-' || (g %% 997), 'invoice.update',
+                   'invoice', 'inv-' || g, 'SUCCESS', 1, g %% 6, g
+              FROM generate_series(1, %s) AS g
+            """,
+            (audit_rows,),
+        )
+        # A tenth of the dead letters were redriven once: the ledger has rows to join.
+        conn.execute(
+            """
+            INSERT INTO dlq_redrives (dlq_topic, dlq_partition, dlq_offset, dlq_timestamp_ms,
+                source_topic, source_partition, source_offset, value_digest, error_class,
+                redrive_count, redriven_by)
+            SELECT %s, 0, g, 0, 'bench', 0, g, '\\x00', 'CheckViolation', 1, 'bench'
+              FROM generate_series(0, %s - 1, 10) AS g
+            """,
+            (dlq, n_letters),
+        )
+        conn.execute(
+            """
+            INSERT INTO live_window_counts (window_seconds, window_start, window_end, tenant_id,
+                event_type, events)
+            SELECT 60, date_trunc('minute', now()) - make_interval(mins => m),
+                   date_trunc('minute', now()) - make_interval(mins => m - 1),
+                   'tenant-' || t, 'analytics_event', 100 + m
+              FROM generate_series(1, 360) AS m, generate_series(1, 20) AS t
+            """
+        )
+        conn.execute(
+            """
+            INSERT INTO notifications (notification_id, event_id, tenant_id, channel, recipient,
+                template, requested_at, status, attempts)
+            SELECT gen_random_uuid(), gen_random_uuid(), 'tenant-' || (g % 50), 'WEBHOOK',
+                   'https://hooks' || (g % 20) || '.example.test/x', 'welcome', now(),
+                   (ARRAY['sent', 'failed', 'pending'])[1 + g % 3], 1
+              FROM generate_series(1, 20000) AS g
+            """
+        )
+        conn.execute(
+            """
+            INSERT INTO notification_attempts (notification_id, attempt, worker, destination,
+                started_at, finished_at, latency_ms, outcome, status_code)
+            SELECT notification_id, 1, 'bench', destination, now() - interval '1 minute',
+                   now() - interval '1 minute', 20 + random() * 50,
+                   CASE status WHEN 'sent' THEN 'sent' ELSE 'transient' END, 200
+              FROM notifications
+            """
+        )
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """The test client logs every request at INFO: not in a benchmark's output."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+def measure_console_pages(
+    settings: Settings, *, dead_letters: int, audit_rows: int, repeats: int = 5
+) -> dict[str, float]:
+    """Median render time in milliseconds of each page (path → ms), and the first view
+    of the dead-letter pages (which reads the whole topic into the console's index)."""
+    token = uuid.uuid4().hex[:8]
+    topic, schema, group = f"bench_console_{token}", f"bench_console_{token}", f"bench_{token}"
+    dlq = dead_letter_topic(topic)
+    admin = kafka_admin(settings)
+    futures = admin.create_topics(
+        [
+            NewTopic(name, num_partitions=p, replication_factor=1)
+            for name, p in ((topic, 3), (dlq, 1))
+        ]
+    )
+    for future in futures.values():
+        future.result(timeout=30)
+    try:
+        with postgres_connect(settings, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            migrate(conn, [CONSUMER_MIGRATIONS], schema=schema)
+        _fill_dead_letters(settings, topic, dlq, dead_letters)
+        _fill_tables(settings, schema, dlq, dead_letters, audit_rows)
+        config = ConsoleConfig(
+            pipelines=(
+                Pipeline(
+                    "audit", group, (topic,), "audit_events", sink="audit", subject="audit_event"
+                ),
+            ),
+            schema=schema,
+        )
+        app = create_app(
+            settings,
+            config,
+            verifier=StaticKeyVerifier.of({_KEY: Principal("bench", frozenset({"read"}))}),
+            audit=AuditTrail(_NoAudit()),
+        )
+        pages = [
+            "/pipelines",
+            "/dead-letters",
+            f"/dead-letters/{dlq}",
+            f"/dead-letters/{dlq}/0/{max(0, dead_letters - 1)}",
+            "/replay?sink=audit&start=beginning",
+            "/schemas",
+            "/schemas/analytics_event",
+            "/deliveries",
+            "/analytics",
+            "/bench",
+        ]
+        timings: dict[str, float] = {}
+        with _quiet("httpx", "httpx2"), TestClient(app) as client:
+            client.post("/login", data={"key": _KEY})
+            for page in pages:
+                started = time.perf_counter()
+                assert client.get(page).status_code == 200, page  # the first view warms up
+                first_ms = (time.perf_counter() - started) * 1000
+                if page.startswith("/dead-letters"):
+                    timings[page.replace(dlq, "<dlq>") + " (first view)"] = first_ms
+                samples = []
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    response = client.get(page)
+                    samples.append((time.perf_counter() - started) * 1000)
+                    assert response.status_code == 200, page
+                timings[page.replace(dlq, "<dlq>")] = statistics.median(samples)
+        return timings
+    finally:
+        for future in admin.delete_topics([topic, dlq], operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                future.result(timeout=30)
+        with postgres_connect(settings, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+if __name__ == "__main__":
+    from runtime import load_settings
+
+    letters = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    rows = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
+    for path, ms in measure_console_pages(
+        load_settings(), dead_letters=letters, audit_rows=rows
+    ).items():
+        print(f"{ms:9.1f} ms  {path}")

@@ -1,0 +1,130 @@
+"""What the console's pages read from and act on: Postgres, the broker, the workers.
+
+One :class:`ConsoleResources` per app, built at start and closed at shutdown. Pages run
+on FastAPI's worker threads: each request opens its own short autocommit Postgres
+connection (the operations' transactions are their own, as in the CLI), and broker
+reads share one :class:`~consumers.ops.TopicReader` under a lock (a consumer is not
+thread-safe; an operator console has few concurrent readers).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import psycopg
+
+from consumers.ops import GroupInspector, TopicReader
+from runtime import Settings
+from runtime.clients import kafka_producer, postgres_connect
+from services.console.audit import AuditTrail
+from services.console.dead_letters import DeadLetterIndex
+from services.console.metrics import MetricsScraper
+from services.console.pipelines import Pipeline
+
+__all__ = ["ConsoleConfig", "ConsoleResources"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """What the console shows and where it finds it.
+
+    Args:
+        pipelines: the workers to show (from the worker registry; tests pass their own).
+        schema: Postgres schema of the platform's tables (default: the configured one).
+        targets_dir: where local workers announce their ``/metrics`` address
+            (``<stack>/prometheus/targets``); None: no per-worker metrics.
+        bench_dir: ``make bench`` results (``bench/results/*.json``) for the charts.
+        alerts_topic: the live-analytics alert topic (None: no alerts panel).
+        max_redrives: the redrive cap, as ``sidestream dlq redrive --max-redrives``.
+        page_size: rows per listing (dead letters, notifications, ledger).
+        operator_tenants: when set, only keys of these tenants may sign in (an API key
+            belongs to one tenant: a customer's admin key must not open the platform's
+            console); None: any tenant's (the local keys are not tenant-bound).
+    """
+
+    pipelines: tuple[Pipeline, ...]
+    schema: str | None = None
+    targets_dir: Path | None = None
+    bench_dir: Path | None = None
+    alerts_topic: str | None = None
+    max_redrives: int = 3
+    page_size: int = 50
+    operator_tenants: frozenset[str] | None = None
+
+    def pipeline(self, name: str) -> Pipeline:
+        for pipeline in self.pipelines:
+            if pipeline.name == name:
+                return pipeline
+        raise KeyError(name)
+
+
+class ConsoleResources:
+    """Clients shared by every page; :meth:`close` them at shutdown."""
+
+    def __init__(self, settings: Settings, config: ConsoleConfig, audit: AuditTrail) -> None:
+        self.settings = settings
+        self.config = config
+        self.schema = config.schema or settings.postgres_schema
+        self.audit = audit
+        self.groups = GroupInspector.from_settings(settings)
+        self.scraper = MetricsScraper(config.targets_dir)
+        self.dead_letters = DeadLetterIndex()  # used under the reader lock
+        self._reader: TopicReader | None = None
+        self._reader_lock = threading.Lock()
+        self._cache: dict[str, tuple[float, object, object]] = {}
+        self._cache_lock = threading.Lock()
+
+    def cached(
+        self, key: str, ttl_s: float, compute: Callable[[], T], *, version: object = None
+    ) -> T:
+        """``compute()``, remembered under ``key`` for ``ttl_s`` seconds while ``version``
+        stays the same (for figures that are costly to read: the versions seen on a topic,
+        a dead-letter summary until its topic or ledger changes). One entry per key."""
+        now = time.monotonic()
+        with self._cache_lock:
+            hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < ttl_s and hit[1] == version:
+            return cast(T, hit[2])
+        value = compute()
+        with self._cache_lock:
+            self._cache[key] = (now, version, value)
+        return value
+
+    @contextmanager
+    def conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """A fresh autocommit connection searching the console's schema."""
+        with postgres_connect(
+            self.settings, schema=self.schema, autocommit=True, connect_timeout=5
+        ) as conn:
+            yield conn
+
+    @contextmanager
+    def reader(self) -> Iterator[TopicReader]:
+        """The shared topic reader, held for the block."""
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = TopicReader.from_settings(self.settings)
+            yield self._reader
+
+    @contextmanager
+    def producer(self, purpose: str) -> Iterator[Any]:
+        """An idempotent producer for one action (redrive), flushed and dropped after."""
+        producer = kafka_producer(self.settings, **{"client.id": f"sidestream-console-{purpose}"})
+        try:
+            yield producer
+        finally:
+            producer.flush(10)
+
+    def close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None

@@ -7,7 +7,8 @@ import re
 
 from fastapi.testclient import TestClient
 
-from tests.consumers.support import audit_event, produce
+from tests.consumers.support import produce
+from tests.support.events import audit_event
 from tests.services.console.conftest import ConsoleEnv
 
 

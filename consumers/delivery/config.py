@@ -198,6 +198,8 @@ class DeliveryConfig:
                 "webhook_timeout_s": s.delivery_webhook_timeout_s,
                 "webhook_connect_timeout_s": s.delivery_webhook_connect_timeout_s,
                 "webhook_require_https": s.delivery_webhook_require_https,
+                "allow_private_targets": s.delivery_allow_private_targets,
+                "endpoint_secrets_key": s.delivery_endpoint_secrets_key,
                 "max_attempts": s.delivery_max_attempts,
                 "max_age_s": s.delivery_max_age_s,
                 "backoff_base_s": s.delivery_backoff_base_s,

@@ -8,8 +8,8 @@ import re
 from fastapi.testclient import TestClient
 
 from tests.consumers.support import produce
-from tests.support.events import audit_event
 from tests.services.console.conftest import ConsoleEnv
+from tests.support.events import audit_event
 
 
 def test_subjects_rules_and_the_versions_recently_on_a_topic(

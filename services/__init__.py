@@ -2,7 +2,7 @@
 
 - :mod:`services.cache` — cache-aside on Redis with versioned entries, stampede
   protection and an L1 that every process evicts on invalidation.
-- :mod:`services.invalidation` — the invalidation consumer: ``EntityChanged`` events →
+- :mod:`services.invalidation_consumer` — the invalidation consumer: ``EntityChanged`` events →
   tombstones, generation bumps and L1 evictions, in the consumers' batch runtime.
 - :mod:`services.ratelimit` — a per-subject rate limiter (GCRA, one Lua step); the API
   keys it by authenticated principal and scope.

@@ -30,8 +30,8 @@ from producers import run_relay
 from runtime import ObservabilityServer, Settings
 from schemas import EntityChanged
 from schemas.topics import topic_for
-from services.invalidation import SINK_NAME as INVALIDATION
-from services.invalidation import run_invalidation_worker
+from services.invalidation_consumer import SINK_NAME as INVALIDATION
+from services.invalidation_consumer import run_invalidation_worker
 
 __all__ = ["WORKERS", "Worker", "WorkerArgs", "find_worker"]
 

@@ -12,7 +12,7 @@ from services.cache.cache import ListLoader, Loader, VersionedCache
 from services.cache.connection import cache_redis
 from services.cache.entry import NotFound, Versioned
 from services.cache.errors import CacheError, CacheUnavailableError, LoaderTimeoutError
-from services.cache.invalidation import L1Subscriber
+from services.cache.l1_subscriber import L1Subscriber
 from services.cache.local import L1
 
 __all__ = [

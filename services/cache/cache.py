@@ -63,12 +63,12 @@ from services.cache.entry import (
     encode_value,
 )
 from services.cache.errors import CacheUnavailableError, LoaderTimeoutError
-from services.cache.invalidation import REDIS_DOWN, Invalidator
 from services.cache.keys import Keys
 from services.cache.local import L1
 from services.cache.metrics import CacheMetrics
 from services.cache.policy import jittered_ttl_ms, should_recompute_early
 from services.cache.scripts import Scripts
+from services.cache.tombstones import REDIS_DOWN, Invalidator
 
 logger = logging.getLogger(__name__)
 
@@ -498,7 +498,7 @@ class VersionedCache:
         Raises:
             CacheUnavailableError: Redis is unreachable (retry; do not commit the event).
         """
-        self._evict_local(key, new_version)
+        self.evict_local(key, new_version)
         written = await self._invalidator.invalidate(key, new_version, self._now_ms())
         self._invalidations.inc()
         return written
@@ -511,7 +511,7 @@ class VersionedCache:
         """
         batch = list(items)
         for key, version in batch:
-            self._evict_local(key, version)
+            self.evict_local(key, version)
         written = await self._invalidator.invalidate_many(batch, self._now_ms())
         self._invalidations.inc(len(batch))
         return written
@@ -590,9 +590,10 @@ class VersionedCache:
     def _count_evictions(self, reason: str, count: int) -> None:
         self._metrics.l1_evictions.labels(self.keys.namespace, reason).inc(count)
 
-    # --- called by L1Subscriber --------------------------------------------------------
+    # --- local eviction (the L1Subscriber's contract, services.cache.l1_subscriber) -------
 
-    def _evict_local(self, key: str, version: int) -> None:
+    def evict_local(self, key: str, version: int) -> None:
+        """Drop ``key`` from this process's L1 if it holds a version older than ``version``."""
         name = self.keys.entry(key)
         # A flight that started before the invalidation may carry the old value: let it
         # finish for the callers it has, but make later callers start a new one.
@@ -600,23 +601,26 @@ class VersionedCache:
         if self.l1 is not None:
             self.l1.invalidate(name, version)
 
-    def _flush_local(self, reason: str) -> None:
-        self._inflight.clear()  # as in _evict_local, for every key
+    def flush_local(self, reason: str) -> None:
+        """Drop every L1 entry (``reason`` labels the eviction metric)."""
+        self._inflight.clear()  # as in evict_local, for every key
         if self.l1 is not None:
             self.l1.flush(reason)
 
-    def _on_resubscribed(self) -> None:
+    def resume_local(self) -> None:
+        """Resubscribed: flush what may have been missed, then serve the L1 again."""
         # Messages published while the subscription was down are lost: forget everything,
         # then serve the L1 again.
-        self._flush_local("resubscribe")
+        self.flush_local("resubscribe")
         self._l1_live = True
 
-    def _on_subscription_lost(self, reason: str) -> None:
+    def suspend_local(self, reason: str) -> None:
+        """The eviction channel is down: stop serving and filling the L1, and flush it."""
         # From now on invalidations cannot reach this L1: stop serving and filling it at
         # once (not after its TTL); reads go to Redis or the loader until resubscribed.
         # The flush moves the epoch, so a read already in flight cannot fill it either.
         self._l1_live = False
-        self._flush_local(reason)
+        self.flush_local(reason)
 
     @property
     def l1_live(self) -> bool:

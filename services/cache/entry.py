@@ -33,7 +33,7 @@ MAX_VERSION = 2**64 - 1
 _MAX_DELTA_MS = 2**32 - 1
 
 
-def _check_version(version: object) -> int:
+def check_version(version: object) -> int:
     # bool is an int subclass; True as a version is always a bug.
     if not isinstance(version, int) or isinstance(version, bool):
         raise TypeError(f"version must be an int, got {type(version).__name__}")
@@ -56,7 +56,7 @@ class Versioned:
     version: int
 
     def __post_init__(self) -> None:
-        _check_version(self.version)
+        check_version(self.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ class NotFound:
     version: int = 0
 
     def __post_init__(self) -> None:
-        _check_version(self.version)
+        check_version(self.version)
 
 
 class Kind(IntEnum):

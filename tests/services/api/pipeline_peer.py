@@ -14,7 +14,7 @@ import threading
 from producers import RelayConfig, run_relay
 from runtime import configure_logging, load_settings, new_registry
 from runtime.lifecycle import stop_on_signals
-from services.invalidation import run_invalidation_worker
+from services.invalidation_consumer import run_invalidation_worker
 
 
 def main(argv: list[str]) -> int:

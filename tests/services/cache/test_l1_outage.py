@@ -87,7 +87,7 @@ def test_no_read_is_served_from_l1_while_the_subscription_is_down(
         client = cache_redis(settings)
         registry = new_registry()
         cache = VersionedCache(redis=client, namespace="outage", registry=registry, l1=L1(ttl=2.0))
-        lost, back = cache._on_subscription_lost, cache._on_resubscribed
+        lost, back = cache.suspend_local, cache.resume_local
 
         def on_lost(reason: str) -> None:
             if reason == "subscription_lost":
@@ -99,8 +99,8 @@ def test_no_read_is_served_from_l1_while_the_subscription_is_down(
                 events.setdefault("resubscribed", time.monotonic())
             back()
 
-        cache._on_subscription_lost = on_lost  # type: ignore[method-assign]
-        cache._on_resubscribed = on_back  # type: ignore[method-assign]
+        cache.suspend_local = on_lost  # type: ignore[method-assign]
+        cache.resume_local = on_back  # type: ignore[method-assign]
         conn = await psycopg.AsyncConnection.connect(
             settings.postgres_dsn.get_secret_value(), autocommit=True
         )

@@ -6,9 +6,9 @@ import pytest
 
 from services.cache import NotFound, Versioned
 from services.cache.entry import HEADER_SIZE, Entry, Kind, decode_entry, encode_value
-from services.cache.invalidation import decode_message, encode_message
 from services.cache.keys import Keys
 from services.cache.policy import jittered_ttl_ms, should_recompute_early
+from services.cache.tombstones import decode_message, encode_message
 
 
 @pytest.mark.parametrize("draw", [0.0, 0.25, 0.5, 0.75, 0.999999])

@@ -9,8 +9,8 @@ import redis
 from runtime import Settings
 from services.cache import cache_redis
 from services.cache.entry import Entry, Kind, decode_entry
-from services.cache.invalidation import decode_message
 from services.cache.scripts import Scripts
+from services.cache.tombstones import decode_message
 
 
 def value(version: int, payload: bytes = b"v") -> bytes:

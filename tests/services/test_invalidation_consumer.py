@@ -25,7 +25,7 @@ from services._loop import EventLoopThread
 from services.cache import NotFound, Versioned, VersionedCache, cache_redis
 from services.cache.entry import Kind, decode_entry
 from services.errors import InvalidationUnavailableError
-from services.invalidation import InvalidationSink, run_invalidation_worker
+from services.invalidation_consumer import InvalidationSink, run_invalidation_worker
 
 
 def change(tenant: str, entity_id: str, version: int, **fields: Any) -> EntityChanged:

@@ -1,17 +1,10 @@
-"""The write side: tombstones, generation bumps, and the pub/sub that evicts every L1.
+"""The read side of invalidation: one process's L1 kept honest over Redis pub/sub.
 
-Flow of one change to entity ``key``, now at version ``v``::
-
-    writer commits v ─▶ event ─▶ invalidation consumer ─▶ cache.invalidate(key, v)
-        Lua, atomically:  SET <ns>:e:key <tombstone v> PX tombstone_ttl  (unless >= v held)
-                          PUBLISH <ns>:invalidations "v key"
-        every process:    L1Subscriber ─▶ evict key from its L1 if older than v
-
-A reader that loaded the entity before the commit tries to fill version < v: the fill
-script refuses it while the tombstone lives, which is why the tombstone must outlive the
-longest load (``tombstone_ttl_ms > loader_timeout_ms``, checked when the cache is built).
-The consumer should commit its offset only after ``invalidate`` returned: it raises
-:class:`~services.cache.CacheUnavailableError` when Redis is down.
+:class:`L1Subscriber` listens on ``<namespace>:invalidations`` (published atomically with
+each tombstone, :mod:`services.cache.tombstones`) and tells its cache, through the small
+:class:`LocalCache` contract, to evict a key, to flush, or to stop and resume serving its
+L1 when the subscription is lost and regained. It never reaches into the cache's
+internals, and the cache does not import this module.
 """
 
 from __future__ import annotations
@@ -21,116 +14,46 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runtime.outages import LineLimiter
-from services.cache.entry import Entry, Kind, _check_version
-from services.cache.errors import CacheUnavailableError
 from services.cache.keys import Keys
-from services.cache.scripts import Scripts
+from services.cache.local import L1
+from services.cache.tombstones import REDIS_DOWN, decode_message
 
-if TYPE_CHECKING:
-    from services.cache.cache import VersionedCache
+
+class LocalCache(Protocol):
+    """What an :class:`L1Subscriber` needs of its cache (:class:`VersionedCache` is one)."""
+
+    @property
+    def l1(self) -> L1 | None: ...
+
+    @property
+    def keys(self) -> Keys: ...
+
+    @property
+    def redis(self) -> Redis: ...
+
+    def evict_local(self, key: str, version: int) -> None:
+        """Drop ``key`` from the L1 if it holds a version older than ``version``."""
+
+    def flush_local(self, reason: str) -> None:
+        """Drop every L1 entry (``reason`` labels the eviction metric)."""
+
+    def suspend_local(self, reason: str) -> None:
+        """Stop serving and filling the L1 at once, and flush it."""
+
+    def resume_local(self) -> None:
+        """Flush what may have been missed and serve the L1 again."""
+
 
 logger = logging.getLogger(__name__)
-
-#: What "Redis is down" looks like from redis-py: refused/reset connections, timeouts,
-#: a pool with no free connection (a ConnectionError), and raw socket errors.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-
-#: Keys per pipeline round trip in :meth:`VersionedCache.invalidate_many`.
-BATCH_SIZE = 256
-
-
-def encode_message(key: str, version: int) -> bytes:
-    """The pub/sub payload announcing that ``key`` is now at ``version``."""
-    return f"{version} {key}".encode()
-
-
-def decode_message(data: bytes) -> tuple[str, int]:
-    """Inverse of :func:`encode_message`; ``ValueError`` on anything else."""
-    version, sep, key = data.decode("utf-8").partition(" ")
-    if not sep or not key or not version.isdigit():
-        raise ValueError(f"not an invalidation message: {data[:80]!r}")
-    return key, int(version)
-
-
-class Invalidator:
-    """Writes tombstones (one key, or pipelined batches) and bumps generations."""
-
-    def __init__(
-        self, *, redis: Redis, keys: Keys, scripts: Scripts, tombstone_ttl_ms: int
-    ) -> None:
-        self._redis = redis
-        self._keys = keys
-        self._scripts = scripts
-        self._tombstone_ttl_ms = tombstone_ttl_ms
-
-    def _tombstone(self, version: int, now_ms: int) -> bytes:
-        return Entry(Kind.TOMBSTONE, version, 0, now_ms + self._tombstone_ttl_ms).encode()
-
-    async def invalidate(self, key: str, version: int, now_ms: int) -> bool:
-        _check_version(version)
-        try:
-            return await self._scripts.invalidate(
-                self._keys.entry(key),
-                self._tombstone(version, now_ms),
-                self._tombstone_ttl_ms,
-                self._keys.channel,
-                encode_message(key, version),
-            )
-        except REDIS_DOWN as exc:
-            raise CacheUnavailableError("invalidate", key, str(exc)) from exc
-
-    async def invalidate_many(self, items: Iterable[tuple[str, int]], now_ms: int) -> list[bool]:
-        batch = [(key, _check_version(version)) for key, version in items]
-        written: list[bool] = []
-        # One round trip per BATCH_SIZE keys; non-transactional: each script is atomic on
-        # its own, and a MULTI around hundreds of scripts would only block the server.
-        for start in range(0, len(batch), BATCH_SIZE):
-            chunk = batch[start : start + BATCH_SIZE]
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for key, version in chunk:
-                        await self._scripts.queue_invalidate(
-                            pipe,
-                            self._keys.entry(key),
-                            self._tombstone(version, now_ms),
-                            self._tombstone_ttl_ms,
-                            self._keys.channel,
-                            encode_message(key, version),
-                        )
-                    results: list[Any] = await pipe.execute()
-            except REDIS_DOWN as exc:
-                # Earlier chunks are written; replaying the whole batch is harmless
-                # (an invalidation never lowers a version).
-                raise CacheUnavailableError(
-                    "invalidate_many", None, f"after {len(written)} of {len(batch)}: {exc}"
-                ) from exc
-            written.extend(bool(result) for result in results)
-        return written
-
-    async def generation(self, tenant: str, collection: str) -> int:
-        name = self._keys.generation(tenant, collection)
-        try:
-            return await self._scripts.generation(name)
-        except REDIS_DOWN as exc:
-            raise CacheUnavailableError("generation", name, str(exc)) from exc
-
-    async def bump_generation(self, tenant: str, collection: str) -> int:
-        name = self._keys.generation(tenant, collection)
-        try:
-            return await self._scripts.bump_generation(name)
-        except REDIS_DOWN as exc:
-            raise CacheUnavailableError("bump_generation", name, str(exc)) from exc
 
 
 class L1Subscriber:
@@ -159,7 +82,7 @@ class L1Subscriber:
 
     def __init__(
         self,
-        cache: VersionedCache,
+        cache: LocalCache,
         *,
         redis: Redis | None = None,
         ping_interval: float = 5.0,
@@ -191,7 +114,7 @@ class L1Subscriber:
         """Start listening in a background task (returns at once; see :meth:`wait_subscribed`)."""
         if self._task is not None:
             raise RuntimeError("L1Subscriber already started")
-        self._cache._on_subscription_lost("not_subscribed")
+        self._cache.suspend_local("not_subscribed")
         self._task = asyncio.create_task(self._run(), name=f"l1-subscriber:{self._channel}")
 
     async def wait_subscribed(self, timeout: float) -> bool:
@@ -212,7 +135,7 @@ class L1Subscriber:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         self._subscribed.clear()
-        self._cache._on_subscription_lost("not_subscribed")
+        self._cache.suspend_local("not_subscribed")
 
     async def __aenter__(self) -> L1Subscriber:
         await self.start()
@@ -235,7 +158,7 @@ class L1Subscriber:
                 await self._listen(pubsub)
             except REDIS_DOWN as exc:
                 self._subscribed.clear()
-                self._cache._on_subscription_lost("subscription_lost")
+                self._cache.suspend_local("subscription_lost")
                 if self._lost_at is None:
                     self._lost_at = time.monotonic()
                 # Back off from the last success, not from the first failure ever.
@@ -277,7 +200,7 @@ class L1Subscriber:
             if kind == "subscribe":
                 # Also seen after redis-py reconnects and resubscribes on its own.
                 self.subscriptions += 1
-                self._cache._on_resubscribed()
+                self._cache.resume_local()
                 self._subscribed.set()
                 if self._lost_at is not None:
                     logger.info(
@@ -300,6 +223,6 @@ class L1Subscriber:
                 self._cache.keys.namespace,
                 self._channel,
             )
-            self._cache._flush_local("unreadable_message")
+            self._cache.flush_local("unreadable_message")
             return
-        self._cache._evict_local(key, version)
+        self._cache.evict_local(key, version)

@@ -148,8 +148,8 @@ CONTRACTS: tuple[SinkContract, ...] = (
 """One contract per sink in `consumers.worker.SINKS`."""
 
 NO_TABLE: Mapping[str, str] = {
-    "entity_changed": "the invalidation consumer (services/invalidation_consumer.py) turns it into Redis "
-    "tombstones; no table",
+    "entity_changed": "the invalidation consumer (services/invalidation_consumer.py) turns it "
+    "into Redis tombstones; no table",
     "analytics_alert": "published by the live analytics worker for downstream alerting; no sink "
     "stores it",
 }

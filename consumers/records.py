@@ -29,20 +29,24 @@ def headers_of(message: Message) -> Headers:
 class RawRecord:
     """A message as it came off Kafka (kept for the dead-letter topic).
 
-    Built from a message with `from_message`, its headers are read from the message only when
-    asked for (dead letters, tracing): most records never need them.
+    Built from a message with `from_message`, its key, headers and timestamp are read from
+    the message only when asked for (dead letters, tracing): most records never need them.
     """
 
     __slots__ = (
         "_headers",
+        "_key",
         "_message",
-        "key",
+        "_timestamp_ms",
         "offset",
         "partition",
-        "timestamp_ms",
         "topic",
         "value",
     )
+    _headers: Headers
+    _key: bytes | None
+    _message: Message
+    _timestamp_ms: int
 
     def __init__(
         self,
@@ -57,11 +61,10 @@ class RawRecord:
         self.topic = topic
         self.partition = partition
         self.offset = offset
-        self.key = key
+        self._key = key
         self.value = value
-        self._headers: Headers | None = headers
-        self._message: Message | None = None
-        self.timestamp_ms = timestamp_ms
+        self._headers = headers
+        self._timestamp_ms = timestamp_ms
 
     @classmethod
     def from_message(
@@ -72,19 +75,33 @@ class RawRecord:
         raw.topic = topic
         raw.partition = partition
         raw.offset = offset
-        raw.key = message.key()
         raw.value = value
-        raw._headers = None
-        raw._message = message
-        raw.timestamp_ms = message.timestamp()[1]
+        raw._message = message  # the other slots stay unset until first read
         return raw
 
     @property
+    def key(self) -> bytes | None:
+        try:
+            return self._key
+        except AttributeError:
+            self._key = self._message.key()
+            return self._key
+
+    @property
     def headers(self) -> Headers:
-        if self._headers is None:
-            self._headers = [] if self._message is None else headers_of(self._message)
-            self._message = None
-        return self._headers
+        try:
+            return self._headers
+        except AttributeError:
+            self._headers = headers_of(self._message)
+            return self._headers
+
+    @property
+    def timestamp_ms(self) -> int:
+        try:
+            return self._timestamp_ms
+        except AttributeError:
+            self._timestamp_ms = int(self._message.timestamp()[1])
+            return self._timestamp_ms
 
     @property
     def position(self) -> str:

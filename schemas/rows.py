@@ -170,16 +170,22 @@ def _emit_raw_string(var: str) -> list[str]:
 
 
 class _Field:
-    """How one writer field is read: into `var` (Python value, when a fact needs it) and
-    `var_b` (the column's binary field, when a column needs it)."""
+    """How one writer field is read: into `var` (Python value, when a fact needs it) and,
+    when a column needs it, its binary field: the pieces of `expr` (one expression, ``var_b``,
+    when `single`; a string's length and bytes stay two pieces otherwise, saving a copy)."""
 
-    def __init__(self, var: str, kind: _Kind, pg_type: str | None, fact: bool) -> None:
+    def __init__(
+        self, var: str, kind: _Kind, pg_type: str | None, fact: bool, *, single: bool = False
+    ) -> None:
         self.var, self.kind, self.pg_type, self.fact = var, kind, pg_type, fact
+        self.single = single
+        self.expr = f"{var}_b"
 
     def lines(self, env: dict[str, Any]) -> list[str]:
         kind = self.kind
         if isinstance(kind, _Nullable):
-            inner = _Field(self.var, kind.inner, self.pg_type, self.fact).lines(env)
+            field = _Field(self.var, kind.inner, self.pg_type, self.fact, single=True)
+            inner = field.lines(env)
             null = [f"    {self.var} = None"] if self.fact else []
             null += [f"    {self.var}_b = NULL"] if self.pg_type else []
             return [
@@ -203,22 +209,29 @@ class _Field:
             return kind.emit_decode(var, var, env)  # a fact only, or read and dropped
         if isinstance(kind, _String) and pg_type == "uuid":
             # The 36-character form only; uuid.UUID() takes others, the careful path decides.
-            return [
-                *_emit_raw_string(var),
-                f"if len({var}) != 36: raise Miss",
-                f"{var}_b = unhexlify({var}.replace(b'-', b''))",
+            lines = [
+                *_emit_raw_string(f"{var}_r"),
+                f"if len({var}_r) != 36: raise Miss",
+                f"{var}_b = unhexlify({var}_r.replace(b'-', b''))",
                 f"if len({var}_b) != 16: raise Miss",
-                f"{var}_b = UUID_LEN + {var}_b",
-                *([f"{var} = {var}.decode()"] if self.fact else []),
+                *([f"{var} = {var}_r.decode()"] if self.fact else []),
             ]
+            if self.single:
+                return [*lines, f"{var}_b = UUID_LEN + {var}_b"]
+            self.expr = f"UUID_LEN, {var}_b"
+            return lines
         if isinstance(kind, _String) and pg_type == "text":
-            check = f"{var}.decode()" if self.fact else f"if not {var}.isascii(): {var}.decode()"
             # The decode checks the UTF-8 (a UnicodeDecodeError sends the record the careful way).
-            return [
-                *_emit_raw_string(var),
-                f"{var}_b = LENGTHS[len({var})] + {var}",
-                f"{var} = {check}" if self.fact else check,
+            lines = [
+                *_emit_raw_string(f"{var}_r"),
+                f"{var} = {var}_r.decode()"
+                if self.fact
+                else f"if not {var}_r.isascii(): {var}_r.decode()",
             ]
+            if self.single:
+                return [*lines, f"{var}_b = LENGTHS[len({var}_r)] + {var}_r"]
+            self.expr = f"LENGTHS[len({var}_r)], {var}_r"
+            return lines
         if isinstance(kind, _TimestampMicros) and pg_type == "timestamptz":
             lines = kind.emit_decode_micros(var, env)
             lines.append(f"if not {_MIN_US} <= {var} <= {_MAX_US}: raise Miss")
@@ -278,9 +291,10 @@ def _compile(layout: RowLayout, codec: EventCodec, writer: WriterSchema) -> RowD
         var = f"f{index}"
         pg_type = column_types.get(name) if keep else None
         fact = keep and name in wanted_facts
-        body += _Field(var, kind, pg_type, fact).lines(env)
+        field = _Field(var, kind, pg_type, fact)
+        body += field.lines(env)
         if pg_type is not None:
-            column_exprs[name] = f"{var}_b"
+            column_exprs[name] = field.expr
         if fact:
             fact_exprs[name] = var
     # Past the end: a string ran off a truncated value; short of it: trailing bytes.

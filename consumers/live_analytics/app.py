@@ -175,6 +175,7 @@ def build_live_app(
         stop=stop,
         sources=topics,
         highwater=highwater,
+        source_idle_s=options.source_idle_s,
     )
     live = LiveAnalyticsApp(
         app=app,
@@ -187,10 +188,12 @@ def build_live_app(
     )
 
     async def count_windows(stream: StreamT[Any]) -> None:
-        # One event at a time, in order: the tables, the clocks and the closing of windows
-        # are never touched by two events at once.
-        async for event in stream.events():
-            await processor.process(event)
+        # One micro-batch at a time, in order: the tables, the clocks and the closing of
+        # windows are never touched by two batches at once. faust acknowledges a batch's
+        # events once the body is done with them.
+        batches: Any = stream  # take_events is on faust's Stream, not on its StreamT type
+        async for events in batches.take_events(options.batch_max, within=options.batch_within_s):
+            await processor.process_batch(events)
 
     app.agent(source, name=AGENT_NAME)(count_windows)
 
@@ -199,6 +202,7 @@ def build_live_app(
         live.recovered.clear()
         live.assigned.clear()
         tables.forget_clocks()
+        processor.revoked()
 
     def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         live.assigned.update(tp.partition for tp in assigned if tp.topic in topics)
@@ -206,6 +210,7 @@ def build_live_app(
     def on_rebalanced(sender: Any, *args: Any, **kwargs: Any) -> None:
         # Sent once the tables are restored, before the agent gets events again.
         tables.rebuild_index()
+        processor.resumed(set(live.assigned))
         live.recovered.set()
 
     signals: Any = app  # mode's signal types reject any handler signature under mypy

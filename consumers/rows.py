@@ -3,10 +3,10 @@
 A sink that declares a `RowLayout` gets a `SinkRows` decoder: for each message it finds the
 compiled row decoder of the value's writer schema (`schemas.rows`, one per framing header,
 compiled on first sight) and returns a `RowRecord` — no event object, no `uuid.UUID`, no
-``datetime`` per column, no headers parsed. It returns None for anything it does not take
-(no value, an unknown or foreign schema, bytes the compiled decoder rejects); the runtime then
-decodes that record the careful way, into its event, so poison records are diagnosed, and
-dead-lettered, exactly as before.
+``json.dumps``, no psycopg row formatting, no headers parsed. It returns None for anything
+it does not take (no value, an unknown or foreign schema, bytes the compiled decoder
+rejects); the runtime then decodes that record the careful way, into its event, so poison
+records are diagnosed, and dead-lettered, exactly as before.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ form, invalid UTF-8, a truncated value, trailing bytes, a value outside datetime
 a writer schema whose resolution needs more than field names) raises inside the function, and
 the caller takes the careful path, which decodes the event and builds its row as before, so a
 record never depends on this module for its verdict. Checked row for row against that path in
-``tests/schemas/test_schema_rows.py`` and ``tests/consumers/test_sink_rows.py``.
+``tests/schemas/test_schema_rows.py`` and ``tests/consumers/test_rows.py``.
 
 `copy_row` encodes a row of Python values (the careful path's) in the same binary form, so both
 kinds of rows go into one COPY stream (`COPY_SIGNATURE` ... `COPY_TRAILER`).

@@ -28,6 +28,7 @@ from consumers.live_analytics.metrics import LiveAnalyticsMetrics
 from consumers.live_analytics.options import LiveAnalyticsOptions
 from consumers.live_analytics.snapshot import SnapshotWriter
 from consumers.runtime import ExitStatus
+from consumers.worker import freeze_startup_objects
 from runtime import ObservabilityServer, Settings
 from runtime.clients import kafka_admin, postgres_pool
 from schemas import AnalyticsAlert, AnalyticsEvent, AuditEvent
@@ -147,6 +148,8 @@ def run_live_analytics(
         holder["live"] = live
         if on_ready is not None:
             on_ready(live)
+        if install_signal_handlers:  # the process is ours (not a thread in a test)
+            freeze_startup_objects()
         status = await _run_until_stopped(live, stop, settings.consumer_shutdown_deadline_s)
         logger.info("live analytics %s counted %d events", options.app_id, live.processor.counted)
         return status

@@ -19,6 +19,7 @@ from psycopg import sql
 from consumers import CONSUMER_MIGRATIONS, RawRecord, Record, WorkerOptions
 from consumers.embedded import EmbeddedWorker
 from consumers.sinks.audit import AUDIT_TABLE, AuditSink
+from consumers.worker import freeze_startup_objects
 from producers.synthetic import SyntheticEvents
 from runtime import Settings
 from runtime.clients import kafka_consumer, kafka_producer, postgres_connect
@@ -252,6 +253,10 @@ def run(ctx: BenchContext) -> list[Figure]:
     topic = ctx.topic("sink")
     events: list[AuditEvent] = list(SyntheticEvents(seed=ctx.seed).take(total, "audit"))  # type: ignore[arg-type]
     _produce(ctx, topic, events)
+    # The measured worker runs in this process (a thread): freeze what exists now, as a
+    # worker process freezes what it built at start (`consumers.worker`), so the cyclic GC
+    # does not rescan the benchmark's own data for the worker.
+    freeze_startup_objects()
 
     join_s, sink = _sink_rate(ctx, topic, total)
     copy = _raw_copy_rate(ctx, events, batch)

@@ -213,12 +213,14 @@ class LiveProcessor:
             if latest is not None:
                 seen.append(latest)
             last = self._last_offsets.get(source)
+            highwater = self._highwater(topic, partition)
             if last is None:
+                if highwater == 0:
+                    continue  # an empty partition
                 resumed = self._resumed_at.get(partition)
                 if resumed is None or self._clock() - resumed < self._source_idle_s:
                     return None  # nothing fetched yet: its events may all be older
-                continue  # silent since the agent resumed: caught up, or empty
-            highwater = self._highwater(topic, partition)
+                continue  # silent since the agent resumed: caught up
             if highwater is not None and last + 1 < highwater:
                 if latest is None:
                     return None  # records waiting, none counted yet

@@ -197,6 +197,14 @@ def build_live_app(
 
     app.agent(source, name=AGENT_NAME)(count_windows)
 
+    async def close_idle_windows() -> None:
+        # Windows may become final with no new event (a silent source stops holding the
+        # watermark back): look again now and then, between rebalances only.
+        if live.recovered.is_set() and not app.rebalancing:
+            await processor.close_idle()
+
+    app.timer(interval=max(0.5, options.source_idle_s / 2))(close_idle_windows)
+
     # faust's signals call receivers as (sender, *args, signal=..., **kwargs).
     def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         live.recovered.clear()

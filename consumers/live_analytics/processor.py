@@ -97,6 +97,7 @@ class LiveProcessor:
         self._source_idle_s = source_idle_s
         self._clock = clock
         self._resumed_at: dict[int, float] = {}
+        self._lock: asyncio.Lock | None = None
 
     def resumed(self, partitions: set[int]) -> None:
         """The agent gets events of `partitions` from now on (tables restored)."""
@@ -107,8 +108,32 @@ class LiveProcessor:
         """A rebalance began: forget when partitions were resumed."""
         self._resumed_at.clear()
 
+    def _guard(self) -> asyncio.Lock:
+        # Created in the running loop on first use: the agent and the idle check take turns.
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def close_idle(self) -> None:
+        """Close what has become final without a new event (called on a timer): a source
+        that stayed silent past `source_idle_s` stops holding a partition's watermark back,
+        and no event may come to notice it."""
+        async with self._guard():
+            for partition in sorted(self._resumed_at):
+                clock = self._tables.clock(partition)
+                watermark = None if clock is None else self._watermark(partition)
+                if clock is None or watermark is None:
+                    continue
+                closed = closed_through(watermark, self._grace_s)
+                if closed > clock.closed:
+                    await self._close(partition, clock, closed)
+
     async def process_batch(self, events: Sequence[EventT[Any]]) -> None:
         """Count a micro-batch of events from the source topics; close what it makes final."""
+        async with self._guard():
+            await self._process_batch(events)
+
+    async def _process_batch(self, events: Sequence[EventT[Any]]) -> None:
         counts: defaultdict[int, Counter[tuple[str, str, float]]] = defaultdict(Counter)
         actions: defaultdict[int, Counter[tuple[str, str, float]]] = defaultdict(Counter)
         tenants: defaultdict[int, set[str]] = defaultdict(set)

@@ -16,6 +16,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from schemas.rows import COPY_SIGNATURE, COPY_TRAILER
+
 
 @dataclass(frozen=True, slots=True)
 class Inserted:
@@ -45,23 +47,26 @@ class Table:
         return [pg_type for _, pg_type in self.columns]
 
 
-def _copy(
-    conn: psycopg.Connection[Any], table: str, spec: Table, rows: Sequence[Sequence[Any]]
-) -> None:
+def _copy(conn: psycopg.Connection[Any], table: str, spec: Table, rows: Sequence[Any]) -> None:
+    """COPY ``rows`` into ``table``: tuples of Python values, or rows already in binary COPY
+    form (`bytes`, from a compiled row decoder) sent as they are, in one stream."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, spec.column_names))
     )
     with conn.cursor().copy(statement) as copy:
+        if rows and isinstance(rows[0], bytes):
+            # One buffer per batch: psycopg sends it in chunks, without touching the rows.
+            copy.write(b"".join((COPY_SIGNATURE, *rows, COPY_TRAILER)))
+            return
         copy.set_types(spec.column_types)
         write_row = copy.write_row
         for row in rows:
             write_row(row)
 
 
-def insert_new_rows(
-    conn: psycopg.Connection[Any], spec: Table, rows: Sequence[Sequence[Any]]
-) -> Inserted:
-    """Insert ``rows`` (tuples in ``spec.columns`` order), skipping keys already stored.
+def insert_new_rows(conn: psycopg.Connection[Any], spec: Table, rows: Sequence[Any]) -> Inserted:
+    """Insert ``rows`` (tuples in ``spec.columns`` order, or all of them binary COPY rows in
+    that order, see `schemas.rows`), skipping keys already stored.
 
     Runs inside the caller's transaction. Errors other than a duplicate key (bad data,
     SQLSTATE 22/23) propagate unchanged so the caller can isolate the bad row.

@@ -163,6 +163,10 @@ class BatchRuntime:
         self._clock = clock
         self._group_id = group_id
         self._offsets = PostgresOffsets(group_id, owner=worker_id)
+        # A sink may read messages straight into rows (consumers.rows); what its row decoder
+        # does not take is decoded below into events, as for every other sink.
+        row_decoder = getattr(sink, "row_decoder", None)
+        self._rows = None if row_decoder is None else row_decoder(deserializer)
         # Partitions we consume; a refused one is assigned (and paused) but not claimed here.
         self._claims: dict[TopicPartitionKey, Claim] = {}
         self._refused: dict[TopicPartitionKey, _Refused] = {}
@@ -494,7 +498,11 @@ class BatchRuntime:
         poison: list[_Poison] = []
         expected = self._sink.event_type
         deserialize = self._deserializer.deserialize
+        rows = self._rows
         for message in messages:
+            if rows is not None and (row := rows(message)) is not None:
+                records.append(row)
+                continue
             raw = RawRecord(
                 topic=message.topic() or "",
                 partition=message.partition() or 0,

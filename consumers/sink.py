@@ -1,7 +1,10 @@
 """The contract every sink implements; the batch runtime does everything else.
 
 A sink turns a batch of decoded records into rows, inside a Postgres transaction the
-runtime owns. It must not commit, must not loop over Kafka, and must tolerate replays
+runtime owns. Optionally it also has ``row_decoder(deserializer) -> SinkRows``: the runtime
+then hands it `consumers.records.RowRecord` s, decoded straight into rows, for every
+message that decoder takes, and `Record` s for the rest (see `consumers.rows`). It must
+not commit, must not loop over Kafka, and must tolerate replays
 (rows carry ``event_id``; duplicates are skipped, never double-counted).
 """
 

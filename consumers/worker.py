@@ -7,6 +7,7 @@ the exit code says whether that happened within the deadline.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -40,6 +41,26 @@ SINKS: dict[str, Callable[[], TableSink]] = {
     "analytics": AnalyticsSink,
     "notifications": NotificationsSink,
 }
+
+
+#: Container allocations between young-generation collections (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def freeze_startup_objects() -> None:
+    """Tune the cyclic GC for a batch worker process.
+
+    What the process built at start (modules, clients, compiled decoders) lives as long as
+    it does: frozen, a full collection no longer scans it. And a batch holds thousands of
+    records alive until it is committed: with CPython's default of a collection every 700
+    allocations, each batch is scanned again and again while it is built. Measured on the
+    audit sink's fast path: ~9.5 us per record as is, ~6 us frozen with this threshold
+    (~7 us with the GC off). Nothing here relies on the GC: cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, max(middle, 20), max(old, 20))
 
 
 def group_id_for(sink_name: str) -> str:
@@ -104,9 +125,14 @@ def run_worker(
             # A position outside the log is the runtime's to handle (its offset policy),
             # never a silent jump to the other end.
             "auto.offset.reset": "error",
-            # Fetch in large chunks: batches are thousands of records.
             "fetch.min.bytes": 1,
-            "queued.max.messages.kbytes": 65536,
+            # Bounded prefetch: a few batches (5,000 records ~ 1-2 MB) are enough to keep the
+            # loop busy. librdkafka's defaults (64 MB queued, 100,000 messages per partition,
+            # 50 MB per fetch) let a backlog fill the process with buffers that glibc then
+            # keeps: measured, RSS rose ~10% after the first 100k events and stayed there.
+            "queued.max.messages.kbytes": 16384,
+            "queued.min.messages": 20000,
+            "fetch.max.bytes": 8 * 1024 * 1024,
         },
     )
     # Imported here: consumers.ops builds on this module (replay runs sink workers).
@@ -146,6 +172,8 @@ def run_worker(
             # itself only knows about the database).
             ready=lambda: runtime.ready() and kafka_reachable(settings),
         ):
+            if install_signal_handlers:  # the process is ours (not a thread in a test)
+                freeze_startup_objects()
             status = runtime.run(stop)
     finally:
         producer.flush(5)

@@ -45,6 +45,7 @@ __all__ = [
     "EventCodec",
     "MalformedRecordError",
     "build_codec",
+    "compile_function",
     "decoder_runtime",
     "strip_logical_types",
 ]
@@ -193,6 +194,18 @@ def _bad_branch(d: bytes, p: int, where: str) -> Exception:
     if index in (0, 1):  # a valid branch in a needlessly long varint: let fastavro read it
         return _FastPathError(where)
     return MalformedRecordError(f"{where}: union branch {index} out of range")
+
+
+def compile_function(source: str, where: str, env: dict[str, Any], doc: str) -> Any:
+    """The function defined by generated `source` (named after its ``def``), compiled with
+    `where` as its file name, its globals in `env`, and `doc` + the source as its docstring.
+
+    The source is generated from schemas (and layouts) only, never from input data.
+    """
+    exec(compile(source, where, "exec"), env)  # noqa: S102
+    function = env[source.split("(", 1)[0].removeprefix("def ")]
+    function.__doc__ = f"{doc}\n\n{source}"
+    return function
 
 
 def decoder_runtime() -> dict[str, Any]:
@@ -369,9 +382,13 @@ class _TimestampMicros(_Kind):
         )
 
     def emit_decode(self, var: str, where: str, env: dict[str, Any]) -> list[str]:
+        # A value beyond datetime's range raises OverflowError: the careful path then fails too.
+        return [*self.emit_decode_micros(var, env), f"{var} = EPOCH + MICROSECOND * {var}"]
+
+    def emit_decode_micros(self, var: str, env: dict[str, Any]) -> list[str]:
+        """Statements that read the raw microseconds since the epoch into `var` (an int)."""
         # The usual 8-byte varint (1978..3111) through tables; anything else (fewer than 8
-        # bytes left, another length, a time before 1970) takes the general reader. A value
-        # beyond datetime's range raises OverflowError: the careful path then fails too.
+        # bytes left, another length, a time before 1970) takes the general reader.
         env.update(zip(("TS0", "TS1", "TS2", "TS3"), _timestamp_tables(), strict=True))
         env.update(WORDS=_WORDS.unpack_from, StructError=struct.error)
         w = [f"{var}_{i}" for i in range(4)]
@@ -382,7 +399,6 @@ class _TimestampMicros(_Kind):
             "    p += 8",
             "except (TypeError, StructError):",
             f"    {var}, p = read_long(d, p)",
-            f"{var} = EPOCH + MICROSECOND * {var}",
         ]
 
 

@@ -34,6 +34,7 @@ from schemas._codec import (
     _Kind,
     _kind_for,
     _StringMap,
+    compile_function,
     decoder_runtime,
     strip_logical_types,
 )
@@ -271,9 +272,5 @@ def _compile(
         ]
     )
     where = f"<compiled decoder of {codec.current.path} from {writer_fingerprint.hex()}>"
-    code = compile(source, where, "exec")
-    # The source is generated above from the schemas only, never from input data.
-    exec(code, env)  # noqa: S102
-    decoder: Decoder = env["decode"]
-    decoder.__doc__ = f"Decode a {codec.event_cls.__name__}.\n\n{source}"
+    decoder: Decoder = compile_function(source, where, env, f"Decode a {codec.event_cls.__name__}.")
     return decoder

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from schemas._codec import Encoder, EventCodec, MalformedRecordError, build_codec
@@ -34,7 +35,7 @@ from schemas.wire import (
     single_object_header,
 )
 
-__all__ = ["EventDeserializer", "EventSerializer", "validate"]
+__all__ = ["EventDeserializer", "EventSerializer", "WriterSchema", "validate"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,22 @@ class EventSerializer:
         return plan
 
 
+@dataclass(frozen=True, slots=True)
+class WriterSchema:
+    """Which schema wrote a message value, and where its Avro body starts."""
+
+    header: bytes
+    """The value's framing prefix (marker + fingerprint, or magic byte + schema id)."""
+    subject: str
+    """The subject (event class) whose current schema reads it."""
+    fingerprint: bytes
+    schema: Mapping[str, Any]
+
+    @property
+    def body_offset(self) -> int:
+        return len(self.header)
+
+
 class EventDeserializer:
     """Decodes message values into typed events, for one consumer. Safe to share between threads.
 
@@ -222,6 +239,29 @@ class EventDeserializer:
         except Exception:  # noqa: S110 - the careful path below decides, and names the problem
             pass
         return self._deserialize_carefully(data, topic)
+
+    def writer_schema(self, data: bytes, topic: str | None = None) -> WriterSchema:
+        """The schema that wrote `data`, from its framing (a registry lookup at most once per
+        schema id). Raises like `deserialize` for a bad framing or an unknown schema."""
+        framing = parse_framing(data, topic=topic)
+        if framing.fingerprint is not None:
+            version = self._catalog.by_fingerprint(framing.fingerprint)
+            if version is None or version.subject not in self._codec_by_subject:
+                raise UnknownSchemaError(
+                    f"no schema in schemas/avro/ has fingerprint {framing.fingerprint.hex()}",
+                    fingerprint=framing.fingerprint,
+                    topic=topic,
+                )
+            subject, writer_fingerprint, schema = (
+                version.subject,
+                version.fingerprint,
+                version.schema,
+            )
+        else:
+            assert framing.schema_id is not None
+            codec, writer_fingerprint, schema = self._writer_for_id(framing.schema_id, topic)
+            subject = codec.subject
+        return WriterSchema(bytes(data[: framing.body_offset]), subject, writer_fingerprint, schema)
 
     def _deserialize_carefully(self, data: bytes, topic: str | None) -> Event:
         """`deserialize` through parsed framing, schema lookup and fastavro; on the way, leave

@@ -38,6 +38,13 @@ def bench(
     section: Annotated[list[str] | None, typer.Option(help="Run only these sections.")] = None,
     out: Annotated[Path, typer.Option(help="Where the JSON results go.")] = Path("bench/results"),
     strict: Annotated[bool, typer.Option(help="Exit 1 when a target is missed.")] = False,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            help="Record a py-spy flame graph (SVG, next to the results) of the sink worker "
+            "during the sink section."
+        ),
+    ] = False,
 ) -> None:
     """Run every benchmark section and print the scoreboard."""
     if context.invoked_subcommand is not None:
@@ -47,7 +54,9 @@ def bench(
     if unknown:
         raise typer.BadParameter(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
     LocalStack(settings()).up()
-    ctx = BenchContext(settings(), Sizes(quick=quick), console)
+    ctx = BenchContext(
+        settings(), Sizes(quick=quick), console, profile_dir=out if profile else None
+    )
     figures: list[Figure] = []
     try:
         for name in chosen:

@@ -175,6 +175,7 @@ def build_live_app(
         stop=stop,
         sources=topics,
         highwater=highwater,
+        source_idle_s=options.source_idle_s,
     )
     live = LiveAnalyticsApp(
         app=app,
@@ -187,18 +188,29 @@ def build_live_app(
     )
 
     async def count_windows(stream: StreamT[Any]) -> None:
-        # One event at a time, in order: the tables, the clocks and the closing of windows
-        # are never touched by two events at once.
-        async for event in stream.events():
-            await processor.process(event)
+        # One micro-batch at a time, in order: the tables, the clocks and the closing of
+        # windows are never touched by two batches at once. faust acknowledges a batch's
+        # events once the body is done with them.
+        batches: Any = stream  # take_events is on faust's Stream, not on its StreamT type
+        async for events in batches.take_events(options.batch_max, within=options.batch_within_s):
+            await processor.process_batch(events)
 
     app.agent(source, name=AGENT_NAME)(count_windows)
+
+    async def close_idle_windows() -> None:
+        # Windows may become final with no new event (a silent source stops holding the
+        # watermark back): look again now and then, between rebalances only.
+        if live.recovered.is_set() and not app.rebalancing:
+            await processor.close_idle()
+
+    app.timer(interval=max(0.5, options.source_idle_s / 2))(close_idle_windows)
 
     # faust's signals call receivers as (sender, *args, signal=..., **kwargs).
     def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         live.recovered.clear()
         live.assigned.clear()
         tables.forget_clocks()
+        processor.revoked()
 
     def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         live.assigned.update(tp.partition for tp in assigned if tp.topic in topics)
@@ -206,6 +218,7 @@ def build_live_app(
     def on_rebalanced(sender: Any, *args: Any, **kwargs: Any) -> None:
         # Sent once the tables are restored, before the agent gets events again.
         tables.rebuild_index()
+        processor.resumed(set(live.assigned))
         live.recovered.set()
 
     signals: Any = app  # mode's signal types reject any handler signature under mypy

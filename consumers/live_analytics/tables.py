@@ -4,55 +4,57 @@ Tables (all changelog-backed: every change is also written to
 ``<app id>-<table>-changelog``, and a worker that takes a partition over rebuilds the
 table from there):
 
-- ``counts-1m`` / ``counts-5m``: windowed tables (faust's tumbling and hopping windows,
-  relative to the event's ``occurred_at``), ``(tenant, event type) -> events``;
-- ``actions-1m``: tumbling one-minute windows, ``(tenant, action) -> events``, for the
-  top-N view (an action is an audit event's ``action`` or an analytics event's ``name``);
+- ``counts-1m``: one-minute tumbling windows of event time (``occurred_at``),
+  ``((tenant, event type), (start, start + 59.9)) -> events``, keyed as faust keys its
+  windowed tables; the **five-minute hopping windows are sums of five of them**, computed
+  when read or closed, so a one-minute window is kept until the last five-minute window
+  that holds it is final;
+- ``actions-1m``: one-minute windows, ``(tenant, action) -> events``, for the top-N view
+  (an action is an audit event's ``action`` or an analytics event's ``name``);
 - ``stream-time``: per source partition, its `StreamClock`;
 - ``spike-history``: per tenant, its recent one-minute totals (for the spike detector);
 - ``tenant-partitions``: per tenant, the source partition its events arrive on.
 
-Every table is partitioned like the source topics, and each write goes to the partition
-of the event being processed: the sources are keyed by tenant, so all of a tenant's
-windows live on its partition.
+Every table is partitioned like the source topics, and each write goes to the changelog
+partition of the source partition it belongs to (named explicitly: the agent writes a
+micro-batch's counts once per key, outside faust's per-event context). The sources are
+keyed by tenant, so all of a tenant's windows live on its partition.
 
 faust's tables cannot list their keys by partition, so `LiveTables` keeps an index of the
-window keys it holds per partition and tenant: filled when an event is counted, and
-rebuilt from the restored tables after every rebalance (`rebuild_index`), which works the
-same with the in-memory store and with RocksDB (where a restart restores nothing from the
-changelog that is already on disk).
+window keys it holds per partition and tenant: filled when counts are added, and rebuilt
+from the restored tables after every rebalance (`rebuild_index`), which works the same with
+the in-memory store and with RocksDB (where a restart restores nothing from the changelog
+that is already on disk).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import faust
-from faust.types import EventT
 
-from consumers.live_analytics.windows import HOPPING_5M, TUMBLING_1M, WindowSpec
+from consumers.live_analytics.windows import HOPPING_5M, STEP_S, TUMBLING_1M, WindowSpec
 from schemas import AnalyticsEvent, AuditEvent
 
 __all__ = ["TABLE_NAMES", "LiveTables", "StreamClock", "WindowKey", "action_of"]
 
 WindowKey = tuple[tuple[str, str], tuple[float, float]]
-"""A windowed table's key as faust stores it: ``((tenant, name), (start, start+size-0.1))``."""
+"""A window's key as faust keys windowed tables: ``((tenant, name), (start, start+size-0.1))``."""
 
-COUNT_WINDOWS: tuple[WindowSpec, ...] = (TUMBLING_1M, HOPPING_5M)
-TABLE_NAMES = (
-    "counts-1m",
-    "counts-5m",
-    "actions-1m",
-    "stream-time",
-    "spike-history",
-    "tenant-partitions",
-)
+MinuteCounts = Mapping[tuple[str, str, float], int]
+"""Counts of one micro-batch on one partition: ``(tenant, name, minute start) -> events``."""
+
+TABLE_NAMES = ("counts-1m", "actions-1m", "stream-time", "spike-history", "tenant-partitions")
 """Names of the tables; each has a changelog topic ``<app id>-<name>-changelog``."""
+
+_COUNTS, _ACTIONS = "counts-1m", "actions-1m"
+# A one-minute window is needed until the last five-minute window holding it is final.
+_KEEP_S = HOPPING_5M.size_s - TUMBLING_1M.size_s
 
 
 def action_of(event: AnalyticsEvent | AuditEvent) -> str:
@@ -60,12 +62,11 @@ def action_of(event: AnalyticsEvent | AuditEvent) -> str:
     return event.action if isinstance(event, AuditEvent) else event.name
 
 
-def _event_time(event: EventT[Any] | None = None) -> datetime:
-    """faust's time-relativity hook: windows follow ``occurred_at``, not the wall clock."""
-    if event is None:
-        raise RuntimeError("live windows are only updated while processing an event")
-    value: Any = event.value
-    return cast(datetime, value.occurred_at)
+@functools.lru_cache(maxsize=4096)
+def _minute_range(minute: float) -> tuple[float, float]:
+    """faust's key range of the one-minute window starting at `minute` (same floats)."""
+    start, end = TUMBLING_1M.faust_window().ranges(minute)[0]
+    return float(start), float(end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,15 +139,17 @@ class _KeyIndex:
 
 
 class LiveTables:
-    """Declares the tables on `app` and answers questions about what they hold."""
+    """Declares the tables on `app` and answers questions about what they hold.
+
+    Writes name their changelog partition (`_put`, `_delete`): the agent changes the tables
+    once per micro-batch, not inside faust's per-event processing.
+    """
 
     def __init__(self, app: faust.App, *, partitions: int) -> None:
         self.partitions = partitions
-        self._indexes: dict[str, _KeyIndex] = {}
-        self.counts: dict[WindowSpec, Any] = {}
-        for spec in COUNT_WINDOWS:
-            self.counts[spec] = self._windowed(app, f"counts-{spec.name}", spec)
-        self.actions: Any = self._windowed(app, "actions-1m", TUMBLING_1M)
+        self._indexes = {_COUNTS: _KeyIndex(), _ACTIONS: _KeyIndex()}
+        self.counts: Any = self._windowed(app, _COUNTS, "(tenant, event type)")
+        self.actions: Any = self._windowed(app, _ACTIONS, "(tenant, action)")
         self.clocks: Any = app.Table(
             "stream-time", partitions=partitions, key_type=int, help="StreamClock by partition"
         )
@@ -159,45 +162,47 @@ class LiveTables:
         self._clocks: dict[int, StreamClock] = {}
         self._partition_of: dict[str, int] = {}
 
-    def _windowed(self, app: faust.App, name: str, spec: WindowSpec) -> Any:
-        self._indexes[name] = _KeyIndex()
-        table = app.Table(
+    def _windowed(self, app: faust.App, name: str, what: str) -> Any:
+        # No `expires`: faust would expire windows by the wall clock. Windows close on
+        # event time, in `LiveProcessor`, which deletes them once no window needs them.
+        return app.Table(
             name,
             default=int,
             partitions=self.partitions,
             value_type=int,
-            help=f"events by (tenant, name) in {spec.size_s} s windows of event time",
-        )
-        # No `expires`: faust would expire windows by the wall clock. Windows close on
-        # event time, in `LiveProcessor`, which deletes them once written.
-        wrapper: Any = table.using_window(spec.faust_window())
-        return wrapper.relative_to(_event_time)
-
-    # --- counting (inside stream processing) -----------------------------------------
-
-    def count(self, event: EventT[Any], value: AnalyticsEvent | AuditEvent) -> None:
-        """Count `value` into every window it falls in (inside the agent, for `event`)."""
-        partition = event.message.partition
-        timestamp = value.occurred_at.timestamp()
-        tenant = value.tenant_id
-        if self._partition_of.get(tenant) != partition:
-            self._partition_of[tenant] = partition
-            self.tenant_partitions[tenant] = partition
-        for spec, wrapper in self.counts.items():
-            self._increment(
-                f"counts-{spec.name}", wrapper, partition, (tenant, value.event_type), timestamp
-            )
-        self._increment(
-            "actions-1m", self.actions, partition, (tenant, action_of(value)), timestamp
+            help=f"events by {what} in one-minute windows of event time",
         )
 
-    def _increment(
-        self, name: str, wrapper: Any, partition: int, key: tuple[str, str], timestamp: float
+    # --- writing (inside the agent) ---------------------------------------------------
+
+    @staticmethod
+    def _put(table: Any, partition: int, key: Any, value: Any) -> None:
+        table.data[key] = value
+        table.send_changelog(partition, key, value)
+
+    @staticmethod
+    def _delete(table: Any, partition: int, key: Any) -> None:
+        if key in table.data:
+            del table.data[key]
+            table.send_changelog(partition, key, None, value_serializer="raw")
+
+    def add_counts(
+        self, partition: int, counts: MinuteCounts, actions: MinuteCounts, tenants: set[str]
     ) -> None:
-        wrapper[key] += 1
-        index = self._indexes[name]
-        for window_range in wrapper.table.window.ranges(timestamp):
-            index.add(partition, (key, (float(window_range[0]), float(window_range[1]))))
+        """Add one micro-batch's counts of `partition`: each window key written once."""
+        for tenant in tenants:
+            if self._partition_of.get(tenant) != partition:
+                self._partition_of[tenant] = partition
+                self._put(self.tenant_partitions, partition, tenant, partition)
+        for name, table, batch in (
+            (_COUNTS, self.counts, counts),
+            (_ACTIONS, self.actions, actions),
+        ):
+            index, data = self._indexes[name], table.data
+            for (tenant, kind, minute), n in batch.items():
+                key = ((tenant, kind), _minute_range(minute))
+                self._put(table, partition, key, int(data.get(key) or 0) + n)
+                index.add(partition, key)
 
     def rebuild_index(self) -> None:
         """Re-read which windows the restored tables hold (after a rebalance, before the
@@ -205,7 +210,7 @@ class LiveTables:
         self._partition_of = {
             str(tenant): int(partition) for tenant, partition in self.tenant_partitions.data.items()
         }
-        for name, table in self._tables_by_name().items():
+        for name, table in ((_COUNTS, self.counts), (_ACTIONS, self.actions)):
             index = self._indexes[name]
             index.clear()
             for raw in list(table.data.keys()):
@@ -214,32 +219,61 @@ class LiveTables:
                 if key is not None and partition is not None:
                     index.add(partition, key)
 
-    def _tables_by_name(self) -> dict[str, Any]:
-        tables = {f"counts-{spec.name}": wrapper.table for spec, wrapper in self.counts.items()}
-        tables["actions-1m"] = self.actions.table
-        return tables
-
     def final_windows(
-        self, spec: WindowSpec | None, partition: int, closed: float
+        self, spec: WindowSpec | None, partition: int, after: float, closed: float
     ) -> list[tuple[WindowKey, int]]:
-        """Windows of partition `partition` that end by `closed`, with their counts
-        (`spec` None: the actions table)."""
-        name = "actions-1m" if spec is None else f"counts-{spec.name}"
-        size = TUMBLING_1M if spec is None else spec
-        table = (self.actions if spec is None else self.counts[spec]).table
+        """Windows of `partition` (`spec` None: the action windows) that became final when
+        the partition's closed-through instant moved from `after` to `closed`, with their
+        counts; five-minute windows summed from the one-minute windows they hold."""
+        if spec is None:
+            return self._minute_windows(_ACTIONS, self.actions, partition, after, closed)
+        if spec is TUMBLING_1M:
+            return self._minute_windows(_COUNTS, self.counts, partition, after, closed)
+        sums = self._sums(spec, self._indexes[_COUNTS].of_partition(partition))
+        return [
+            (key, count) for key, count in sums.items() if after < key[1][0] + spec.size_s <= closed
+        ]
+
+    def _minute_windows(
+        self, name: str, table: Any, partition: int, after: float, closed: float
+    ) -> list[tuple[WindowKey, int]]:
         found = []
         for key in self._indexes[name].of_partition(partition):
-            if size.is_final(key[1][0], closed):
+            if after < key[1][0] + TUMBLING_1M.size_s <= closed:
                 found.append((key, int(table.data.get(key) or 0)))
         return found
 
-    def delete(self, spec: WindowSpec | None, partition: int, key: WindowKey) -> None:
-        """Forget a final window (inside the agent: faust writes the tombstone)."""
-        name = "actions-1m" if spec is None else f"counts-{spec.name}"
-        table = (self.actions if spec is None else self.counts[spec]).table
-        if key in table:
-            del table[key]
-        self._indexes[name].discard(partition, key)
+    def _sums(self, spec: WindowSpec, keys: Iterator[WindowKey]) -> dict[WindowKey, int]:
+        """The `spec` windows (of `size_s`, one every minute) holding the given one-minute
+        windows, with the sums of their counts."""
+        data = self.counts.data
+        sums: defaultdict[WindowKey, int] = defaultdict(int)
+        for key in keys:
+            count = int(data.get(key) or 0)
+            if not count:
+                continue
+            (tenant, kind), (minute, _end) = key
+            for back in range(0, spec.size_s, STEP_S):
+                start = minute - back
+                sums[((tenant, kind), (start, start + spec.size_s - 0.1))] += count
+        return dict(sums)
+
+    def forget_final(self, partition: int, closed: float) -> int:
+        """Delete the windows no open window needs any more (action windows once final,
+        one-minute counts once the last five-minute window holding them is); how many."""
+        deleted = 0
+        for name, table, keep in ((_ACTIONS, self.actions, 0), (_COUNTS, self.counts, _KEEP_S)):
+            index = self._indexes[name]
+            for key in list(index.of_partition(partition)):
+                if key[1][0] + TUMBLING_1M.size_s + keep <= closed:
+                    self._delete(table, partition, key)
+                    index.discard(partition, key)
+                    deleted += 1
+        return deleted
+
+    def put_history(self, partition: int, tenant: str, history: Any) -> None:
+        """Remember a tenant's spike history (inside the agent)."""
+        self._put(self.history, partition, tenant, history)
 
     # --- stream clocks ---------------------------------------------------------------
 
@@ -256,7 +290,7 @@ class LiveTables:
         """Remember `clock`; `persist` also writes it to the changelog (inside the agent)."""
         self._clocks[partition] = clock
         if persist:
-            self.clocks[partition] = clock.to_json()
+            self._put(self.clocks, partition, partition, clock.to_json())
 
     def forget_clocks(self) -> None:
         """Drop the cached clocks (on a rebalance another worker may have moved them on)."""
@@ -266,7 +300,11 @@ class LiveTables:
 
     def tenants(self) -> dict[str, int]:
         """Every tenant with an open window, and its partition."""
-        return self._indexes["counts-1m"].tenants()
+        return {
+            tenant: partition
+            for tenant, partition in self._indexes[_COUNTS].tenants().items()
+            if self.windows_of(TUMBLING_1M, tenant) or self.windows_of(HOPPING_5M, tenant)
+        }
 
     def partition_of(self, tenant: str) -> int | None:
         """The source partition `tenant`'s events arrive on, if it was seen."""
@@ -274,16 +312,22 @@ class LiveTables:
 
     def windows_of(self, spec: WindowSpec | None, tenant: str) -> dict[float, dict[str, int]]:
         """A tenant's open windows: start -> {name: events}."""
-        name = "actions-1m" if spec is None else f"counts-{spec.name}"
-        table = (self.actions if spec is None else self.counts[spec]).table
-        partition = self._partition_of.get(tenant)
         windows: dict[float, dict[str, int]] = defaultdict(dict)
+        partition = self._partition_of.get(tenant)
         if partition is None:
             return windows
-        for key in self._indexes[name].of_tenant(partition, tenant):
-            value = table.data.get(key)
-            if value:
-                windows[key[1][0]][key[0][1]] = int(value)
+        clock = self.clock(partition)
+        closed = -math.inf if clock is None else clock.closed
+        name, table = (_ACTIONS, self.actions) if spec is None else (_COUNTS, self.counts)
+        keys = self._indexes[name].of_tenant(partition, tenant)
+        size = TUMBLING_1M.size_s if spec is None else spec.size_s
+        if spec is None or spec is TUMBLING_1M:
+            counts = {key: int(table.data.get(key) or 0) for key in keys}
+        else:
+            counts = self._sums(spec, iter(keys))
+        for key, value in counts.items():
+            if value and key[1][0] + size > closed:
+                windows[key[1][0]][key[0][1]] = value
         return windows
 
     def current_start(self, spec: WindowSpec, partition: int) -> float | None:

@@ -25,6 +25,7 @@ from consumers.live_analytics.errors import TopicLayoutError
 from consumers.live_analytics.metrics import LiveAnalyticsMetrics
 from consumers.live_analytics.options import LiveAnalyticsOptions
 from consumers.live_analytics.snapshot import SnapshotWriter
+from consumers.worker import freeze_startup_objects
 from runtime import ObservabilityServer, Settings
 from runtime.clients import kafka_admin, postgres_pool
 from runtime.lifecycle import ExitStatus, stop_on_signals
@@ -139,6 +140,8 @@ def run_live_analytics(
         holder["live"] = live
         if on_ready is not None:
             on_ready(live)
+        if install_signal_handlers:  # the process is ours (not a thread in a test)
+            freeze_startup_objects()
         status = await _run_until_stopped(live, stop, settings.consumer_shutdown_deadline_s)
         logger.info("live analytics %s counted %d events", options.app_id, live.processor.counted)
         return status

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from consumers.bulk import Table, insert_new_rows
 from consumers.records import Record
-from schemas import NotificationRequested
+from consumers.rows import SinkRows, binary_rows
+from schemas import EventDeserializer, NotificationRequested
+from schemas.rows import RowLayout
 
 NOTIFICATIONS_TABLE = Table(
     "notifications",
@@ -29,6 +32,23 @@ NOTIFICATIONS_TABLE = Table(
     ),
 )
 
+
+class NotificationFacts(NamedTuple):
+    """What the runtime reads of a record besides its row."""
+
+    occurred_at: datetime
+
+
+#: Where each column of ``NOTIFICATIONS_TABLE`` comes from: the compiled row decoders' plan.
+NOTIFICATION_ROWS = RowLayout(
+    NotificationRequested,
+    tuple(
+        ("occurred_at" if name == "requested_at" else name, t)
+        for name, t in NOTIFICATIONS_TABLE.columns
+    ),
+    facts_type=NotificationFacts,
+)
+
 #: Delivery workers LISTEN on this channel to wake up when new rows are committed.
 NOTIFY_CHANNEL = "sidestream_notifications"
 
@@ -41,24 +61,29 @@ class NotificationsSink:
     table = NOTIFICATIONS_TABLE
     """The table it lands rows in (operators and the worker registry show it)."""
 
+    def row_decoder(self, deserializer: EventDeserializer) -> SinkRows:
+        """Messages straight into rows (the runtime's fast path, see `consumers.rows`)."""
+        return SinkRows(NOTIFICATION_ROWS, deserializer)
+
+    @staticmethod
+    def row(record: Record[NotificationRequested]) -> tuple[Any, ...]:
+        """The ``notifications`` row of one decoded record, in column order."""
+        event = record.event
+        return (
+            uuid.UUID(event.notification_id),
+            uuid.UUID(event.event_id),
+            event.tenant_id,
+            event.channel.value,
+            event.recipient,
+            event.template,
+            Jsonb(event.params),
+            event.dedupe_key,
+            event.occurred_at,
+            None if event.endpoint_id is None else uuid.UUID(event.endpoint_id),
+        )
+
     def write(self, records: Sequence[Record[Any]], tx: psycopg.Connection[Any]) -> int:
-        rows = []
-        for record in records:
-            event: NotificationRequested = record.event
-            rows.append(
-                (
-                    uuid.UUID(event.notification_id),
-                    uuid.UUID(event.event_id),
-                    event.tenant_id,
-                    event.channel.value,
-                    event.recipient,
-                    event.template,
-                    Jsonb(event.params),
-                    event.dedupe_key,
-                    event.occurred_at,
-                    None if event.endpoint_id is None else uuid.UUID(event.endpoint_id),
-                )
-            )
+        rows = binary_rows(NOTIFICATION_ROWS, records, self.row)
         inserted = insert_new_rows(tx, NOTIFICATIONS_TABLE, rows)
         if inserted.count:
             # Delivered on commit only, so workers never wake up for rolled-back rows.

@@ -12,8 +12,11 @@ import gc
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -157,6 +160,58 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> int | N
     return process.returncode
 
 
+def py_spy() -> str | None:
+    """The py-spy binary (a dev dependency: next to this Python, or on the PATH), or None."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+@dataclass
+class Profile:
+    """A py-spy recording: where its flame graph went (None: none was written) and why not."""
+
+    path: Path | None = None
+    seconds: float = 0.0
+    problem: str = ""
+
+
+@contextlib.contextmanager
+def profiled(pid: int, path: Path, *, rate: int = 100) -> Iterator[Profile]:
+    """Record a py-spy flame graph (SVG) of process ``pid`` while the block runs.
+
+    Sampled without pausing the process (``--nonblocking``), so the measured figure barely
+    moves. Never fails the benchmark: a missing py-spy or a refused attach (ptrace) ends up
+    in ``Profile.problem``.
+    """
+    result = Profile()
+    binary = py_spy()
+    if binary is None:
+        result.problem = "py-spy not installed (make setup installs the dev dependencies)"
+        yield result
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    argv = [binary, "record", "--pid", str(pid), "--output", str(path), "--format", "flamegraph"]
+    argv += ["--rate", str(rate), "--nonblocking"]
+    recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    started = time.monotonic()
+    try:
+        yield result
+    finally:
+        result.seconds = time.monotonic() - started
+        if recorder.poll() is None:
+            recorder.send_signal(signal.SIGINT)  # py-spy writes the flame graph on SIGINT
+        try:
+            _, errors = recorder.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
+            _, errors = recorder.communicate()
+        if path.exists():
+            result.path = path
+        else:
+            last = (errors or b"").decode(errors="replace").strip().splitlines()
+            result.problem = f"py-spy wrote nothing: {last[-1] if last else 'no output'}"
+
+
 @dataclass
 class Sizes:
     """How big each section runs: ``quick`` keeps CI honest, ``full`` measures.
@@ -184,6 +239,8 @@ class BenchContext:
     sizes: Sizes
     console: Console
     seed: int = 7
+    profile_dir: Path | None = None
+    """Where flame graphs of the measured workers go (`profiled`); None: no profiling."""
     _admin: AdminClient | None = None
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 

@@ -136,7 +136,9 @@ def test_a_restart_mid_stream_recovers_the_tables_and_writes_exact_rows(
         # Event time moves on everywhere: every window of A + B is final, exactly.
         ticks = [analytics(tenant, "tick", at(60)) for tenant in TENANTS]
         produce(stack_settings, _items(live_topics, ticks))
-        assert wait_for(lambda: snapshot_rows(pg_conn, live_schema) == expected, timeout=60)
+        assert wait_for(lambda: snapshot_rows(pg_conn, live_schema) == expected, timeout=60), _diff(
+            snapshot_rows(pg_conn, live_schema), expected
+        )
         # The second worker went on from the first one's committed offsets: it did not
         # count what the first had counted before the metrics were read.
         resumed = counted(scrape(f"{second_base}/metrics"))

@@ -32,9 +32,9 @@ from consumers.live_analytics.app import internal_topics
 from consumers.live_analytics.embedded import EmbeddedLiveAnalytics
 from consumers.live_analytics.options import LiveAnalyticsOptions
 from consumers.migrations_source import CONSUMER_MIGRATIONS
-from consumers.worker import freeze_startup_objects
 from runtime import Settings
 from runtime.clients import kafka_admin, kafka_producer, postgres_connect
+from runtime.lifecycle import freeze_startup_objects
 from runtime.migrations import migrate
 from runtime.ports import free_port
 from schemas import AnalyticsEvent, AuditEvent, AuditOutcome, Event, EventSerializer
@@ -130,7 +130,7 @@ def measure_live_analytics(settings: Settings, n: int, *, timeout_s: float = 600
         if producer.flush(60) != 0:
             raise RuntimeError("the backlog could not be produced")
 
-        # As a worker process does at start (`consumers.worker.freeze_startup_objects`): the
+        # As a worker process does at start (`runtime.lifecycle.freeze_startup_objects`): the
         # worker runs in this process, whose backlog and modules the cyclic GC need not scan.
         freeze_startup_objects()
         started = time.perf_counter()

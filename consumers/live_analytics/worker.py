@@ -25,10 +25,9 @@ from consumers.live_analytics.errors import TopicLayoutError
 from consumers.live_analytics.metrics import LiveAnalyticsMetrics
 from consumers.live_analytics.options import LiveAnalyticsOptions
 from consumers.live_analytics.snapshot import SnapshotWriter
-from consumers.worker import freeze_startup_objects
 from runtime import ObservabilityServer, Settings
 from runtime.clients import kafka_admin, postgres_pool
-from runtime.lifecycle import ExitStatus, stop_on_signals
+from runtime.lifecycle import ExitStatus, freeze_startup_objects, stop_on_signals
 from schemas import AnalyticsAlert, AnalyticsEvent, AuditEvent
 from schemas.topics import topic_for
 

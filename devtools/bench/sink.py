@@ -20,7 +20,6 @@ from psycopg import sql
 from consumers import CONSUMER_MIGRATIONS, BatchConfig, RawRecord, Record, WorkerOptions
 from consumers.embedded import EmbeddedWorker
 from consumers.sinks.audit import AUDIT_TABLE, AuditSink
-from consumers.worker import freeze_startup_objects
 from devtools.bench.harness import (
     BenchContext,
     Figure,
@@ -34,6 +33,7 @@ from devtools.bench.harness import (
 from producers.synthetic import SyntheticEvents
 from runtime import Settings
 from runtime.clients import kafka_consumer, kafka_producer, postgres_connect
+from runtime.lifecycle import freeze_startup_objects
 from schemas import AuditEvent, EventDeserializer, EventSerializer
 
 SECTION = "sink"

@@ -22,7 +22,9 @@ from sidestream.errors import App, SchemaOption, keep_kafka_log
 app = App(help="The reference API (FastAPI + uvicorn).", no_args_is_help=False)
 
 HostOption = Annotated[str, typer.Option(help="Interface to listen on.")]
-PortOption = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
+PortOption = Annotated[
+    int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one, reported).")
+]
 NamespaceOption = Annotated[
     str, typer.Option(help="Cache namespace (the invalidation worker must use the same).")
 ]

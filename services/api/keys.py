@@ -30,6 +30,8 @@ from typing import Any
 
 import psycopg
 
+from services.errors import ServicesError
+
 __all__ = [
     "KEY_PREFIX",
     "ApiKeyRecord",
@@ -93,7 +95,7 @@ def effective_scopes(granted: Iterable[str]) -> frozenset[Scope]:
     return frozenset(result)
 
 
-class TenancyError(ValueError):
+class TenancyError(ServicesError, ValueError):
     """A tenant or key operation was refused (unknown tenant, bad value); one line."""
 
 

@@ -26,6 +26,7 @@ from consumers.ops import OpsError
 from consumers.ops.format import age
 from services.console.access import Session, SessionStore
 from services.console.resources import ConsoleResources
+from services.errors import ServicesError
 
 __all__ = [
     "SESSION_COOKIE",
@@ -73,7 +74,7 @@ _env.filters.update(when=_when, number=_number, age=age)
 STATIC_DIR = _HERE / "static"
 
 
-class PageError(Exception):
+class PageError(ServicesError):
     """A readable one-line problem the page shows instead of its content."""
 
 

@@ -24,6 +24,8 @@ import pytest
 
 from devtools.localstack.kafka import KafkaServer
 from runtime import Settings
+from runtime.migrations import migrate
+from services import MIGRATION_SOURCES
 from sidestream.replay_cmd import _plan_warnings
 from tests.sidestream.support import cli, cli_env, dead_servers, live_servers, one_line
 
@@ -246,12 +248,18 @@ def test_an_unknown_command_isone_line(tmp_path: Path) -> None:
 
 
 def test_replay_warns_about_an_unknown_group_and_a_future_start(
-    tmp_path: Path, stack_settings: Settings, make_topic: Callable[..., str]
+    tmp_path: Path,
+    stack_settings: Settings,
+    make_topic: Callable[..., str],
+    pg_conn: psycopg.Connection[Any],
+    pg_schema: str,
 ) -> None:
     topic = make_topic(partitions=2)
+    migrate(pg_conn, MIGRATION_SOURCES, schema=pg_schema)  # offsets live there, none stored
     result = cli(
         tmp_path, "replay", "--group", "no-such-group[/red]", "--topic", topic,
-        "--from-time", "2099-01-01T00:00:00Z", "--dry-run", **live_servers(stack_settings),
+        "--from-time", "2099-01-01T00:00:00Z", "--dry-run", "--schema", pg_schema,
+        **live_servers(stack_settings),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     warnings = result.stderr.splitlines()

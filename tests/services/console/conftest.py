@@ -132,9 +132,13 @@ def count(conn: psycopg.Connection[Any], query: str, *params: Any) -> int:
     return int(row[0])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """One headless Chromium for the session (skips when it is not installed)."""
+    """One headless Chromium for the browser tests' module (skips when it is not installed).
+
+    Module scope on purpose: Playwright's sync API keeps an event loop running on this
+    thread while it is open, and every later test that calls ``asyncio.run`` would fail.
+    """
     from playwright.sync_api import sync_playwright
 
     from tests.services.console.browser import CHROMIUM_FLAGS, chromium_or_skip

@@ -301,7 +301,10 @@ def _compile(layout: RowLayout, codec: EventCodec, writer: WriterSchema) -> RowD
     body.append("if p != len(d): raise Miss")
     for name, _kind, value in defaults:
         if name in column_types:
-            env[f"column_{name}"] = _binary_value(column_types[name], value)
+            # A field the writer did not have takes the reader's default (None: NULL).
+            env[f"column_{name}"] = (
+                _NULL if value is None else _binary_value(column_types[name], value)
+            )
             column_exprs[name] = f"column_{name}"
         env[f"fact_{name}"] = value
         fact_exprs[name] = f"fact_{name}"

@@ -120,9 +120,11 @@ def test_requests_succeed_while_redis_is_down_and_nothing_stale_after(
             stop_traffic.set()
             await reading  # nothing reads while Redis comes back: see below
 
-            # The peer cannot learn of the outage writes: its L1 serves version 1 until
-            # Redis returns (or its TTL ends) -- the documented bound of an L1.
-            assert (await peer.client.get(f"{BASE}/{ids[0]}")).json()["version"] == 1
+            # The peer cannot learn of the outage writes, but its subscriber saw the
+            # connection drop: its L1 stopped serving at once, so it reads version 2 from
+            # Postgres, not version 1 from its L1 (issue 13: no stale L1 during an outage).
+            assert peer.resources.cache.l1_live is False
+            assert (await peer.client.get(f"{BASE}/{ids[0]}")).json()["version"] == 2
 
             subscribers = [api.resources.subscriber, peer.resources.subscriber]
             before = [s.subscriptions for s in subscribers if s is not None]

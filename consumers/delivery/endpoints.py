@@ -29,7 +29,7 @@ import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import sql
 
 from consumers.delivery.errors import DeliveryError
+from runtime.times import utc_text
 
 __all__ = [
     "LOCAL_ENDPOINT_SECRETS_KEY",
@@ -111,10 +112,6 @@ class SecretBox:
         return plain.decode()
 
 
-def _utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 @dataclass(frozen=True, slots=True)
 class EndpointRow:
     """One row of ``webhook_endpoints`` (no secret: secrets are never read back)."""
@@ -139,8 +136,8 @@ class EndpointRow:
             "event_types": list(self.event_types),
             "enabled": self.enabled,
             "version": self.version,
-            "created_at": _utc(self.created_at),
-            "updated_at": _utc(self.updated_at),
+            "created_at": utc_text(self.created_at),
+            "updated_at": utc_text(self.updated_at),
         }
 
     def accepts(self, event_type: str) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 from consumers.live_analytics.tables import LiveTables
 from consumers.live_analytics.windows import HOPPING_5M, TUMBLING_1M, WindowSpec
+from runtime.times import utc_text
 
 __all__ = ["partitions_view", "tenant_view", "tenant_windows_view", "tenants_view", "top_view"]
 
@@ -26,7 +27,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _iso(seconds: float) -> str:
-    return (_EPOCH + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+    return utc_text(_EPOCH + timedelta(seconds=seconds))
 
 
 def _window(spec: WindowSpec, start: float, counts: dict[str, int]) -> dict[str, Any]:

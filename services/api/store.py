@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg import sql
 
+from runtime.times import utc_text
 from services.errors import ServicesError
 
 __all__ = ["ProjectRow", "ProjectStore", "VersionMismatchError"]
@@ -36,10 +37,6 @@ class VersionMismatchError(ServicesError):
     def __init__(self, current_version: int) -> None:
         super().__init__(f"the project is at version {current_version}")
         self.current_version = current_version
-
-
-def _utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +68,8 @@ class ProjectRow:
             "description": self.description,
             "status": self.status,
             "version": self.version,
-            "created_at": _utc(self.created_at),
-            "updated_at": _utc(self.updated_at),
+            "created_at": utc_text(self.created_at),
+            "updated_at": utc_text(self.updated_at),
         }
 
     def body(self) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from psycopg import sql
 
 from devtools.localstack.redis import RedisServer
 from runtime import Settings, new_registry
+from runtime.ports import free_port
 from services.cache import L1, L1Subscriber, Versioned, VersionedCache, cache_redis
 
 WRITER = """
@@ -52,19 +52,13 @@ asyncio.run(main(sys.argv[1], float(sys.argv[2])))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_no_read_is_served_from_l1_while_the_subscription_is_down(
     stack_settings: Settings,
     pg_conn: psycopg.Connection[Any],
     pg_schema: str,
     tmp_path: Path,
 ) -> None:
-    server = RedisServer(stack_dir=tmp_path, port=_free_port())
+    server = RedisServer(stack_dir=tmp_path, port=free_port())
     settings = stack_settings.with_overrides(redis_url=f"redis://127.0.0.1:{server.port}/0")
     pg_conn.execute(
         sql.SQL("CREATE TABLE {}.truth (k text PRIMARY KEY, v bigint NOT NULL)").format(
@@ -117,27 +111,29 @@ def test_no_read_is_served_from_l1_while_the_subscription_is_down(
             )
             return value or 0.0
 
+        async def outage() -> None:
+            # Beside the reads, not instead of them: reads go on while Redis is down.
+            await asyncio.sleep(2)
+            events["stop"] = time.monotonic()
+            await asyncio.to_thread(server.stop)
+            events["stopped"] = time.monotonic()
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(server.start)
+            events["started"] = time.monotonic()
+
         try:
             async with L1Subscriber(cache, max_backoff=0.5) as subscriber:
                 assert await subscriber.wait_subscribed(10)
+                restart = asyncio.create_task(outage())
                 end = time.monotonic() + 8
-                stopped = False
-                while time.monotonic() < end:
+                while time.monotonic() < end or not restart.done():
                     now = time.monotonic()
-                    if not stopped and now > end - 6:
-                        stopped = True
-                        events["stop"] = time.monotonic()
-                        await asyncio.to_thread(server.stop)
-                        events["stopped"] = time.monotonic()
-                        await asyncio.sleep(1.5)
-                        await asyncio.to_thread(server.start)
-                        events["started"] = time.monotonic()
-                        continue
                     before = l1_hits()
                     value = await cache.get_or_load("k", load, 60)
                     assert value is not None
                     reads.append((now, value.version, l1_hits() > before))
                     await asyncio.sleep(0.001)
+                await restart
                 assert await subscriber.wait_subscribed(10)
         finally:
             await conn.close()

@@ -28,16 +28,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from schemas._codec import (
-    Decoder,
-    EventCodec,
-    _Kind,
-    _kind_for,
-    _StringMap,
-    compile_function,
-    decoder_runtime,
-    strip_logical_types,
-)
+from schemas._binary import compile_function, decoder_runtime
+from schemas._codec import Decoder, EventCodec, strip_logical_types
+from schemas._kinds import _Kind, _kind_for, _StringMap
 from schemas.errors import SchemaError
 from schemas.events import Event
 

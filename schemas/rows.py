@@ -34,8 +34,10 @@ from typing import Any
 
 import orjson
 
-from schemas._codec import (
-    EventCodec,
+from schemas._binary import compile_function, decoder_runtime
+from schemas._codec import EventCodec
+from schemas._decode import _plan, _UnsupportedError
+from schemas._kinds import (
     _Enum,
     _Floating,
     _Integer,
@@ -44,10 +46,7 @@ from schemas._codec import (
     _String,
     _StringMap,
     _TimestampMicros,
-    compile_function,
-    decoder_runtime,
 )
-from schemas._decode import _plan, _UnsupportedError
 from schemas.errors import SchemaError
 from schemas.events import Event
 from schemas.serde import WriterSchema, _codecs

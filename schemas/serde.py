@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas._codec import Encoder, EventCodec, MalformedRecordError, build_codec
+from schemas._binary import MalformedRecordError
+from schemas._codec import Encoder, EventCodec, build_codec
 from schemas._decode import Decoder, fast_decoder
 from schemas.catalog import default_catalog, fingerprint
 from schemas.errors import (

@@ -3,8 +3,10 @@
 - :mod:`~consumers.ops.replay` — move a group back to a time, an offset or the beginning
   (Postgres and Kafka offsets together), and run a sink over the range, in place or into
   a shadow schema;
-- :mod:`~consumers.ops.redrive` — read ``<topic>.dlq`` grouped by error class and send
-  chosen records back to their source topic, each at most once;
+- :mod:`~consumers.ops.redrive` — send chosen dead letters back to their source topic,
+  each at most once, recorded in the ``dlq_redrives`` ledger (:mod:`~consumers.ops.ledger`);
+  :mod:`~consumers.ops.letters` reads ``<topic>.dlq`` and :mod:`~consumers.ops.dlq_summary`
+  groups it by error class;
 - :mod:`~consumers.ops.lag` — records and event-time behind, per group and partition.
 
 They read topics by assignment (:class:`TopicReader`) and never trust a single broker
@@ -12,6 +14,7 @@ answer they can check: end offsets are confirmed by reading, time lookups are ve
 and bisected when wrong.
 """
 
+from consumers.ops.dlq_summary import ErrorClassSummary, dead_letter_summary, summarize
 from consumers.ops.errors import (
     BrokerError,
     GroupActiveError,
@@ -25,24 +28,11 @@ from consumers.ops.errors import (
 )
 from consumers.ops.groups import Activity, GroupActivity, GroupInspector
 from consumers.ops.lag import GroupLag, LagReport, PartitionLag, measure_lag
+from consumers.ops.ledger import LedgerEntry, ledger_version, redrive_ledger, redriven_positions
+from consumers.ops.letters import DeadLetter, LetterFilter, OffsetRange, read_dead_letters
 from consumers.ops.pacing import RateLimiter, ThrottledSink
 from consumers.ops.reader import EndOffsets, Peek, TopicReader
-from consumers.ops.redrive import (
-    DeadLetter,
-    ErrorClassSummary,
-    LedgerEntry,
-    LetterFilter,
-    OffsetRange,
-    Redriver,
-    RedriveReport,
-    dead_letter_summary,
-    ledger_version,
-    read_dead_letters,
-    redrive_dead_letters,
-    redrive_ledger,
-    redriven_positions,
-    summarize,
-)
+from consumers.ops.redrive import Redriver, RedriveReport, redrive_dead_letters
 from consumers.ops.replay import (
     FromBeginning,
     FromTime,

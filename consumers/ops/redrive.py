@@ -1,9 +1,4 @@
-"""Dead-letter redrive: look at ``<topic>.dlq``, then send chosen records back.
-
-A dead letter carries the original key, value and headers plus ``sidestream.dlq.*``
-headers (source position, error class and message, worker, time). :func:`read_dead_letters`
-reads the whole dead-letter topic (to its true end, captured when reading starts) into
-:class:`DeadLetter` values; :func:`summarize` groups them by error class.
+"""Dead-letter redrive: send chosen dead letters back to their source topic.
 
 :class:`Redriver` sends the chosen ones back to their source topic and partition with the
 original key, value and headers (``sidestream.dlq.*`` removed) plus
@@ -25,310 +20,68 @@ has acknowledged every copy, and commits only then. A failed delivery rolls the 
 back (run again to retry); a concurrent redrive waits on the claimed rows and skips
 them. A crash between the acknowledgement and the commit can send a copy twice — the
 sinks skip the duplicate by ``event_id``.
+
+The dead letters themselves are in :mod:`consumers.ops.letters`, their grouping by error
+class in :mod:`consumers.ops.dlq_summary`, the ``dlq_redrives`` ledger in
+:mod:`consumers.ops.ledger`; their public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from confluent_kafka import KafkaError, Message, Producer
 from psycopg import sql
 
-from consumers.dead_letters import DLQ_SUFFIX, HEADER_PREFIX, TRUNCATED_HEADER
+from consumers.ops.dlq_summary import ErrorClassSummary, dead_letter_summary, summarize
 from consumers.ops.errors import RedriveError
+from consumers.ops.ledger import (
+    LedgerEntry,
+    _load_redriven,
+    _Redriven,
+    _table,
+    ledger_version,
+    redrive_ledger,
+    redriven_positions,
+)
+from consumers.ops.letters import (
+    REDRIVE_COUNT_HEADER,
+    REDRIVE_FROM_HEADER,
+    REDRIVE_PREFIX,
+    DeadLetter,
+    LetterFilter,
+    OffsetRange,
+    _Source,
+    read_dead_letters,
+)
 from consumers.ops.positions import has_table
 from consumers.ops.reader import TopicReader
-from consumers.ops.timeindex import parse_time
-from consumers.records import Headers, headers_of
 
 logger = logging.getLogger(__name__)
 
-REDRIVE_PREFIX = "sidestream.redrive."
-REDRIVE_COUNT_HEADER = REDRIVE_PREFIX + "count"
-REDRIVE_FROM_HEADER = REDRIVE_PREFIX + "from"
-
-
-_Source = tuple[str, int, int, bytes]  # source topic, partition, offset, value digest
-
-
-def _text(value: str | bytes | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _int(value: str | bytes | None) -> int | None:
-    text = _text(value)
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """One record of a dead-letter topic, with its story decoded."""
-
-    dlq_topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers  # the original ones (no sidestream.dlq.* / sidestream.redrive.*)
-    source_topic: str
-    source_partition: int | None
-    source_offset: int | None
-    error_class: str
-    error_message: str
-    dead_lettered_at_ms: int  # the sidestream.dlq.time header, else the record's timestamp
-    redrive_count: int  # sidestream.redrive.count carried by the record (0: never)
-    truncated: bool = False  # a reference to a record too large to copy: not redrivable
-
-    @classmethod
-    def from_message(cls, message: Message) -> DeadLetter:
-        topic = message.topic() or ""
-        original: Headers = []
-        ours: dict[str, str | bytes | None] = {}
-        for name, value in headers_of(message):
-            if name.startswith((HEADER_PREFIX, REDRIVE_PREFIX)):
-                ours[name] = value
-            else:
-                original.append((name, value))
-        _kind, stamp = message.timestamp()
-        stamp = max(stamp, 0)
-        fallback_source = topic[: -len(DLQ_SUFFIX)] if topic.endswith(DLQ_SUFFIX) else topic
-        return cls(
-            dlq_topic=topic,
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
-            timestamp_ms=stamp,
-            key=message.key(),
-            value=message.value(),
-            headers=original,
-            source_topic=_text(ours.get(HEADER_PREFIX + "source.topic")) or fallback_source,
-            source_partition=_int(ours.get(HEADER_PREFIX + "source.partition")),
-            source_offset=_int(ours.get(HEADER_PREFIX + "source.offset")),
-            error_class=_text(ours.get(HEADER_PREFIX + "error.class")) or "Unknown",
-            error_message=_text(ours.get(HEADER_PREFIX + "error.message")) or "",
-            dead_lettered_at_ms=_int(ours.get(HEADER_PREFIX + "time")) or stamp,
-            redrive_count=_int(ours.get(REDRIVE_COUNT_HEADER)) or 0,
-            truncated=_text(ours.get(TRUNCATED_HEADER)) == "true",
-        )
-
-    @property
-    def position(self) -> tuple[int, int]:
-        return (self.partition, self.offset)
-
-    @property
-    def identity(self) -> tuple[str, int, int]:
-        return (self.dlq_topic, self.partition, self.offset)
-
-    @property
-    def digest(self) -> bytes:
-        """sha256 of the value: with the source position, identifies the source record."""
-        return hashlib.sha256(self.value or b"").digest()
-
-    @property
-    def source(self) -> _Source | None:
-        """The source record (None when the dead letter does not say where it came from)."""
-        if self.source_partition is None or self.source_offset is None:
-            return None
-        return (self.source_topic, self.source_partition, self.source_offset, self.digest)
-
-    @property
-    def where(self) -> str:
-        return f"{self.dlq_topic}[{self.partition}]@{self.offset}"
-
-    @property
-    def dead_lettered_at(self) -> datetime:
-        return datetime.fromtimestamp(self.dead_lettered_at_ms / 1000, UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class OffsetRange:
-    """Dead-letter offsets ``first..last`` (inclusive) of one partition."""
-
-    partition: int
-    first: int
-    last: int
-
-    @classmethod
-    def parse(cls, text: str) -> OffsetRange:
-        """``P:O`` or ``P:A-B`` (partition, offset or inclusive range)."""
-        try:
-            partition, _, offsets = text.partition(":")
-            first, _, last = offsets.partition("-")
-            parsed = cls(int(partition), int(first), int(last or first))
-        except ValueError:
-            raise ValueError(
-                f"{text!r}: expected PARTITION:OFFSET or PARTITION:FIRST-LAST"
-            ) from None
-        if parsed.first > parsed.last or parsed.first < 0 or parsed.partition < 0:
-            raise ValueError(f"{text!r}: not a valid range")
-        return parsed
-
-    def __contains__(self, position: object) -> bool:
-        if not isinstance(position, tuple):
-            return False
-        partition, offset = position
-        return bool(partition == self.partition and self.first <= offset <= self.last)
-
-
-@dataclass(frozen=True, slots=True)
-class LetterFilter:
-    """Which dead letters to act on; every given criterion must hold (none: all)."""
-
-    error_classes: frozenset[str] = frozenset()
-    since: datetime | None = None  # dead-lettered at or after
-    until: datetime | None = None  # dead-lettered before
-    offsets: tuple[OffsetRange, ...] = field(default=())
-
-    @classmethod
-    def parse(
-        cls,
-        *,
-        error_classes: Iterable[str] = (),
-        since: str | None = None,
-        until: str | None = None,
-        offsets: Iterable[str] = (),
-        now: datetime | None = None,
-    ) -> LetterFilter:
-        """A filter from an operator's text: times as ISO 8601 or relative (``2h``),
-        offsets as ``P:O`` or ``P:A-B``.
-
-        Raises:
-            ValueError: a time or an offset range that does not parse.
-        """
-        moment = now or datetime.now(UTC)
-        return cls(
-            error_classes=frozenset(c for c in error_classes if c),
-            since=parse_time(since, now=moment) if since else None,
-            until=parse_time(until, now=moment) if until else None,
-            offsets=tuple(OffsetRange.parse(text) for text in offsets if text),
-        )
-
-    def matches(self, letter: DeadLetter) -> bool:
-        if self.error_classes and letter.error_class not in self.error_classes:
-            return False
-        at = letter.dead_lettered_at
-        if self.since is not None and at < self.since:
-            return False
-        if self.until is not None and at >= self.until:
-            return False
-        return not self.offsets or any(letter.position in r for r in self.offsets)
-
-
-def read_dead_letters(
-    reader: TopicReader, dlq_topic: str, letter_filter: LetterFilter | None = None
-) -> Iterator[DeadLetter]:
-    """The dead letters of ``dlq_topic`` up to its end when reading starts, filtered."""
-    keys = [(dlq_topic, p) for p in reader.partitions(dlq_topic)]
-    ends = reader.ends(keys)
-    chosen = letter_filter or LetterFilter()
-    for message in reader.scan({key: (ends[key].low, ends[key].end) for key in keys}):
-        letter = DeadLetter.from_message(message)
-        if chosen.matches(letter):
-            yield letter
-
-
-def _table(schema: str) -> sql.Composed:
-    return sql.SQL("{}.dlq_redrives").format(sql.Identifier(schema))
-
-
-def redriven_positions(
-    conn: psycopg.Connection[Any], schema: str, dlq_topic: str
-) -> dict[tuple[int, int], int]:
-    """Positions of ``dlq_topic`` already redriven → the record timestamp recorded."""
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT dlq_partition, dlq_offset, dlq_timestamp_ms FROM {} WHERE dlq_topic = %s"
-        ).format(_table(schema)),
-        (dlq_topic,),
-    ).fetchall()
-    return {(p, o): stamp for p, o, stamp in rows}
-
-
-@dataclass(slots=True)
-class _Redriven:
-    """What ``dlq_redrives`` says about one dead-letter topic."""
-
-    positions: dict[tuple[int, int], int]  # (partition, offset) → dlq record timestamp
-    sources: set[_Source]
-
-
-def _load_redriven(conn: psycopg.Connection[Any], schema: str, dlq_topic: str) -> _Redriven:
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT dlq_partition, dlq_offset, dlq_timestamp_ms, source_topic,"
-            " source_partition, source_offset, value_digest FROM {} WHERE dlq_topic = %s"
-        ).format(_table(schema)),
-        (dlq_topic,),
-    ).fetchall()
-    positions = {(p, o): stamp for p, o, stamp, *_rest in rows}
-    sources = {
-        (topic, partition, offset, bytes(digest))
-        for *_dlq, topic, partition, offset, digest in rows
-        if partition is not None and offset is not None
-    }
-    return _Redriven(positions, sources)
-
-
-@dataclass(slots=True)
-class ErrorClassSummary:
-    """The dead letters of one error class."""
-
-    error_class: str
-    count: int = 0
-    redriven: int = 0  # already sent back (by an earlier redrive)
-    at_cap: int = 0  # not redriven yet, but at the redrive cap
-    first_at: datetime | None = None
-    last_at: datetime | None = None
-    samples: list[DeadLetter] = field(default_factory=list)
-    source_topics: Counter[str] = field(default_factory=Counter)
-
-
-def summarize(
-    letters: Iterable[DeadLetter],
-    *,
-    redriven: dict[tuple[int, int], int] | None = None,
-    max_redrives: int = 3,
-    samples: int = 3,
-) -> list[ErrorClassSummary]:
-    """Dead letters grouped by error class, the largest group first; memory is bounded
-    by the number of classes (``samples`` letters kept per class)."""
-    done = redriven or {}
-    classes: dict[str, ErrorClassSummary] = {}
-    # Times are compared as milliseconds and made datetimes once per class at the end:
-    # a summary may run over hundreds of thousands of letters.
-    span: dict[str, tuple[int, int]] = {}
-    for letter in letters:
-        name = letter.error_class
-        entry = classes.get(name)
-        if entry is None:
-            entry = classes[name] = ErrorClassSummary(name)
-        entry.count += 1
-        entry.source_topics[letter.source_topic] += 1
-        if done.get((letter.partition, letter.offset)) == letter.timestamp_ms:
-            entry.redriven += 1
-        elif letter.redrive_count >= max_redrives:
-            entry.at_cap += 1
-        at = letter.dead_lettered_at_ms
-        first, last = span.get(name, (at, at))
-        span[name] = (min(first, at), max(last, at))
-        if len(entry.samples) < samples:
-            entry.samples.append(letter)
-    for name, (first, last) in span.items():
-        classes[name].first_at = datetime.fromtimestamp(first / 1000, UTC)
-        classes[name].last_at = datetime.fromtimestamp(last / 1000, UTC)
-    return sorted(classes.values(), key=lambda e: (-e.count, e.error_class))
+__all__ = [
+    "REDRIVE_COUNT_HEADER",
+    "REDRIVE_FROM_HEADER",
+    "REDRIVE_PREFIX",
+    "DeadLetter",
+    "ErrorClassSummary",
+    "LedgerEntry",
+    "LetterFilter",
+    "OffsetRange",
+    "RedriveReport",
+    "Redriver",
+    "dead_letter_summary",
+    "ledger_version",
+    "read_dead_letters",
+    "redrive_dead_letters",
+    "redrive_ledger",
+    "redriven_positions",
+    "summarize",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,37 +337,6 @@ class Redriver:
 
 
 # --- what the CLI and the console both do -----------------------------------------------
-def dead_letter_summary(
-    *,
-    conn: psycopg.Connection[Any],
-    reader: TopicReader,
-    schema: str,
-    dlq_topic: str,
-    letter_filter: LetterFilter | None = None,
-    max_redrives: int = 3,
-    samples: int = 3,
-    letters: Iterable[DeadLetter] | None = None,
-) -> list[ErrorClassSummary]:
-    """``dlq_topic`` grouped by error class, counting what the ledger says was redriven
-    (no ledger table yet: nothing was). ``letters`` (already read, e.g. kept by a
-    long-running process) replaces reading the topic; the filter applies to them too."""
-    done = (
-        redriven_positions(conn, schema, dlq_topic)
-        if has_table(conn, schema, "dlq_redrives")
-        else {}
-    )
-    if letters is None:
-        letters = read_dead_letters(reader, dlq_topic, letter_filter)
-    elif letter_filter is not None and letter_filter != LetterFilter():
-        letters = (x for x in letters if letter_filter.matches(x))
-    return summarize(
-        letters,
-        redriven=done,
-        max_redrives=max_redrives,
-        samples=samples,
-    )
-
-
 def redrive_dead_letters(
     *,
     conn: psycopg.Connection[Any],
@@ -640,55 +362,3 @@ def redrive_dead_letters(
         producer=producer, conn=conn, schema=schema, max_redrives=max_redrives, operator=operator
     )
     return redriver.redrive(read_dead_letters(reader, dlq_topic, letter_filter), dry_run=dry_run)
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """One row of ``dlq_redrives``: a dead letter sent back, where, when and by whom."""
-
-    dlq_topic: str
-    dlq_partition: int
-    dlq_offset: int
-    source_topic: str
-    source_partition: int | None
-    source_offset: int | None
-    error_class: str
-    redrive_count: int
-    target_partition: int | None
-    target_offset: int | None
-    redriven_by: str
-    redriven_at: datetime
-
-
-def ledger_version(
-    conn: psycopg.Connection[Any], schema: str, dlq_topic: str
-) -> tuple[int, datetime | None]:
-    """How many redrives of ``dlq_topic`` the ledger holds and the latest one's time: it
-    changes whenever a redrive is recorded (a cache of a summary keys on it)."""
-    if not has_table(conn, schema, "dlq_redrives"):
-        return (0, None)
-    row = conn.execute(
-        sql.SQL("SELECT count(*), max(redriven_at) FROM {} WHERE dlq_topic = %s").format(
-            _table(schema)
-        ),
-        (dlq_topic,),
-    ).fetchone()
-    return (0, None) if row is None else (int(row[0]), row[1])
-
-
-def redrive_ledger(
-    conn: psycopg.Connection[Any], schema: str, dlq_topic: str, *, limit: int = 50
-) -> list[LedgerEntry]:
-    """The latest redrives of ``dlq_topic``, newest first (empty without the table)."""
-    if not has_table(conn, schema, "dlq_redrives"):
-        return []
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT dlq_topic, dlq_partition, dlq_offset, source_topic, source_partition,"
-            " source_offset, error_class, redrive_count, target_partition, target_offset,"
-            " redriven_by, redriven_at FROM {} WHERE dlq_topic = %s"
-            " ORDER BY redriven_at DESC, dlq_partition, dlq_offset LIMIT %s"
-        ).format(_table(schema)),
-        (dlq_topic, limit),
-    ).fetchall()
-    return [LedgerEntry(*row) for row in rows]

@@ -8,11 +8,12 @@ Read path: :meth:`VersionedCache.get_or_load`. Write path (the invalidation cons
 :class:`L1Subscriber`.
 """
 
-from services.cache.cache import ListLoader, Loader, VersionedCache
+from services.cache.cache import VersionedCache
 from services.cache.connection import cache_redis
 from services.cache.entry import NotFound, Versioned
 from services.cache.errors import CacheError, CacheUnavailableError, LoaderTimeoutError
 from services.cache.l1_subscriber import L1Subscriber
+from services.cache.loading import ListLoader, Loader
 from services.cache.local import L1
 
 __all__ = [

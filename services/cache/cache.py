@@ -29,7 +29,9 @@ What each bound protects: ``loader_timeout_ms`` caps a load, so a tombstone that
 it (``tombstone_ttl_ms``, checked) outlives every fill racing with an invalidation;
 ``lock_ttl_ms`` frees the lock of a crashed winner; ``waiter_max_wait_ms`` caps how long a
 reader waits for another process; ``outage_backoff_ms`` skips Redis for a moment after a
-failure, so an outage costs one timeout per window, not one per request.
+failure, so an outage costs one timeout per window, not one per request. The loader call is
+:mod:`services.cache.loading`, the lock :mod:`services.cache.fill_lock`, the outage window
+:mod:`services.cache.outage`.
 
 Why not a cache library: cashews (async, has early refresh and locks) and dogpile.cache
 (lock-based regeneration, synchronous API) are not dependencies here, and neither carries
@@ -45,37 +47,26 @@ import enum
 import logging
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from redis.asyncio import Redis
-from redis.asyncio.lock import Lock
-from redis.exceptions import LockNotOwnedError
 
-from services.cache.entry import (
-    Entry,
-    Kind,
-    NotFound,
-    Versioned,
-    decode_entry,
-    encode_value,
-)
-from services.cache.errors import CacheUnavailableError, LoaderTimeoutError
+from services.cache.entry import Entry, NotFound, Versioned, decode_entry
+from services.cache.errors import CacheUnavailableError
+from services.cache.fill_lock import fill_lock, release_fill_lock
 from services.cache.keys import Keys
+from services.cache.loading import EntryLoader, ListLoader, Loader
 from services.cache.local import L1
 from services.cache.metrics import CacheMetrics
-from services.cache.policy import jittered_ttl_ms, should_recompute_early
+from services.cache.outage import OutageWindow
+from services.cache.policy import should_recompute_early
 from services.cache.scripts import Scripts
 from services.cache.tombstones import REDIS_DOWN, Invalidator
 
 logger = logging.getLogger(__name__)
-
-#: An async callable reading the entity from the source of truth.
-Loader = Callable[[], Awaitable[Versioned | NotFound | None]]
-#: An async callable computing a list/query result (any cacheable value).
-ListLoader = Callable[[], Awaitable[Any]]
 
 # Waiters poll with exponential backoff: quick for fast loads, gentle for slow ones.
 _FIRST_POLL = 0.002
@@ -166,22 +157,18 @@ class VersionedCache:
         self.redis = redis
         self.keys = Keys(namespace)
         self.l1 = l1
-        self._jitter = ttl_jitter
         self._beta = xfetch_beta
         self._lock_ttl = lock_ttl_ms / 1000
         self._waiter_max_wait = waiter_max_wait_ms / 1000
-        self._negative_ttl = negative_ttl_ms / 1000
-        self._loader_timeout_ms = loader_timeout_ms
-        self._outage_backoff = outage_backoff_ms / 1000
         self._clock = clock
         self._random = random
         self._scripts = Scripts(redis)
         self._invalidator = Invalidator(
             redis=redis, keys=self.keys, scripts=self._scripts, tombstone_ttl_ms=tombstone_ttl_ms
         )
+        self._outage = OutageWindow(namespace=namespace, outage_backoff_ms=outage_backoff_ms)
         self._inflight: dict[str, _Flight] = {}  # joinable flights, by entry name
         self._flights: set[_Flight] = set()  # every unfinished flight, joinable or not
-        self._suspended_until = 0.0  # time.monotonic(); Redis is skipped before it
         # False while the L1's eviction channel is down (set by L1Subscriber): the L1 is
         # neither read nor filled, since invalidations published meanwhile cannot reach it.
         self._l1_live = True
@@ -189,18 +176,24 @@ class VersionedCache:
         metrics = CacheMetrics.for_registry(registry)
         ns = namespace
         self._metrics = metrics
+        self._entry_loader = EntryLoader(
+            namespace=namespace,
+            metrics=metrics,
+            ttl_jitter=ttl_jitter,
+            negative_ttl_ms=negative_ttl_ms,
+            loader_timeout_ms=loader_timeout_ms,
+            clock=clock,
+            random=random,
+        )
         self._hit_l1 = metrics.hits.labels(ns, "l1")
         self._hit_redis = metrics.hits.labels(ns, "redis")
         self._misses = metrics.misses.labels(ns)
-        self._loads = metrics.loads.labels(ns)
-        self._loader_errors = metrics.loader_errors.labels(ns)
         self._lock_waits = metrics.lock_waits.labels(ns)
         self._lock_wait_timeouts = metrics.lock_wait_timeouts.labels(ns)
         self._early = metrics.early_recomputes.labels(ns)
         self._stale_refused = metrics.stale_fills_refused.labels(ns)
         self._degraded = metrics.degraded_reads.labels(ns)
         self._invalidations = metrics.invalidations.labels(ns)
-        self._load_seconds = metrics.load_seconds.labels(ns)
         if l1 is not None:
             l1.set_eviction_listener(self._count_evictions)
 
@@ -239,11 +232,11 @@ class VersionedCache:
         Costs one extra round trip (reading the generation).
         """
         generation: int | None = None
-        if not self._suspended():
+        if not self._outage.suspended():
             try:
                 generation = await self._invalidator.generation(tenant, collection)
             except CacheUnavailableError as exc:
-                self._note_outage("generation", exc)
+                self._outage.note("generation", exc)
         version = generation if generation is not None else 0
 
         async def load() -> Versioned:
@@ -252,7 +245,7 @@ class VersionedCache:
         if generation is None:
             # Without the generation there is no key to look up: read through.
             self._degraded.inc()
-            entry, _ = await self._load(f"{tenant}/{collection}/{query}", load, ttl)
+            entry, _ = await self._entry_loader.load(f"{tenant}/{collection}/{query}", load, ttl)
             result = entry.result()
         else:
             name = self.keys.list_entry(tenant, collection, generation, query)
@@ -306,12 +299,12 @@ class VersionedCache:
     async def _resolve(self, name: str, loader: Loader, ttl: float) -> tuple[Entry, _Source]:
         # Read the epoch before Redis: a flush in between makes our L1 put a no-op.
         epoch = self.l1.epoch if self.l1 is not None else 0
-        if self._suspended():
+        if self._outage.suspended():
             return await self._load_degraded(name, loader, ttl, epoch)
         try:
             entry = decode_entry(await self.redis.get(name))
         except REDIS_DOWN as exc:
-            self._note_outage("get", exc)
+            self._outage.note("get", exc)
             return await self._load_degraded(name, loader, ttl, epoch)
         if entry is not None and not entry.is_tombstone:
             now_ms = self._now_ms()
@@ -341,11 +334,11 @@ class VersionedCache:
         pause = _FIRST_POLL
         waited = False
         while True:
-            lock = self._lock(name)
+            lock = fill_lock(self.redis, self.keys.lock(name), self._lock_ttl)
             try:
                 acquired = await lock.acquire(blocking=False)
             except REDIS_DOWN as exc:
-                self._note_outage("lock", exc)
+                self._outage.note("lock", exc)
                 return await self._load_degraded(name, loader, ttl, epoch)
             if acquired:
                 try:
@@ -354,14 +347,14 @@ class VersionedCache:
                     try:
                         entry = decode_entry(await self.redis.get(name))
                     except REDIS_DOWN as exc:
-                        self._note_outage("get", exc)
+                        self._outage.note("get", exc)
                         return await self._load_degraded(name, loader, ttl, epoch)
                     if entry is not None and not entry.is_tombstone:
                         self._l1_put(name, entry, epoch)
                         return entry, _Source.MISS
                     return await self._load_and_store(name, loader, ttl, epoch)
                 finally:
-                    await self._release(lock)
+                    await release_fill_lock(lock)
             if not waited:
                 waited = True
                 self._lock_waits.inc()
@@ -379,7 +372,7 @@ class VersionedCache:
             try:
                 entry = decode_entry(await self.redis.get(name))
             except REDIS_DOWN as exc:
-                self._note_outage("get", exc)
+                self._outage.note("get", exc)
                 return await self._load_degraded(name, loader, ttl, epoch)
             if entry is not None and not entry.is_tombstone:
                 self._l1_put(name, entry, epoch)
@@ -389,18 +382,18 @@ class VersionedCache:
         self, name: str, current: Entry, loader: Loader, ttl: float, epoch: int
     ) -> Entry | None:
         """XFetch's refresh; ``None`` means "keep serving ``current``"."""
-        lock = self._lock(name)
+        lock = fill_lock(self.redis, self.keys.lock(name), self._lock_ttl)
         try:
             if not await lock.acquire(blocking=False):
                 return None  # another reader is recomputing; the current value is fine
         except REDIS_DOWN as exc:
-            self._note_outage("lock", exc)
+            self._outage.note("lock", exc)
             return None
         try:
             try:
                 latest = decode_entry(await self.redis.get(name))
             except REDIS_DOWN as exc:
-                self._note_outage("get", exc)
+                self._outage.note("get", exc)
                 return None
             invalidated = latest is None or latest.is_tombstone
             if latest is not None and not invalidated and latest != current:
@@ -417,16 +410,16 @@ class VersionedCache:
                 return None
             return entry
         finally:
-            await self._release(lock)
+            await release_fill_lock(lock)
 
     async def _load_and_store(
         self, name: str, loader: Loader, ttl: float, epoch: int
     ) -> tuple[Entry, _Source]:
-        entry, ttl_ms = await self._load(name, loader, ttl)
+        entry, ttl_ms = await self._entry_loader.load(name, loader, ttl)
         try:
             stored = await self._scripts.fill(name, entry.encode(), ttl_ms)
         except REDIS_DOWN as exc:
-            self._note_outage("fill", exc)
+            self._outage.note("fill", exc)
             self._l1_put(name, entry, epoch)
             return entry, _Source.DEGRADED
         if stored:
@@ -441,46 +434,9 @@ class VersionedCache:
     async def _load_degraded(
         self, name: str, loader: Loader, ttl: float, epoch: int
     ) -> tuple[Entry, _Source]:
-        entry, _ = await self._load(name, loader, ttl)
+        entry, _ = await self._entry_loader.load(name, loader, ttl)
         self._l1_put(name, entry, epoch)
         return entry, _Source.DEGRADED
-
-    async def _load(self, name: str, loader: Loader, ttl: float) -> tuple[Entry, int]:
-        """Call the loader under its timeout; the entry to store and its TTL in ms."""
-        self._loads.inc()
-        started = self._clock()
-        timer = time.perf_counter()
-        bound = asyncio.timeout(self._loader_timeout_ms / 1000)
-        try:
-            async with bound:
-                result = await loader()
-        except TimeoutError as exc:
-            self._loader_errors.inc()
-            if bound.expired():
-                raise LoaderTimeoutError(name, self._loader_timeout_ms) from exc
-            raise
-        except Exception:
-            self._loader_errors.inc()
-            raise
-        finally:
-            self._load_seconds.observe(time.perf_counter() - timer)
-        finished = self._clock()
-        delta_ms = max(0, round((finished - started) * 1000))
-        if result is None:
-            result = NotFound()
-        if isinstance(result, NotFound):
-            kind, payload = Kind.NOT_FOUND, b""
-            ttl = min(ttl, self._negative_ttl)
-        elif isinstance(result, Versioned):
-            kind, payload = encode_value(result.value)
-        else:
-            raise TypeError(
-                f"loader for {name!r} returned {type(result).__name__}; "
-                "expected Versioned, NotFound or None"
-            )
-        ttl_ms = jittered_ttl_ms(ttl, self._jitter, self._random())
-        expiry_ms = round(finished * 1000) + ttl_ms
-        return Entry(kind, result.version, delta_ms, expiry_ms, payload), ttl_ms
 
     # --- writes ------------------------------------------------------------------------
 
@@ -541,29 +497,6 @@ class VersionedCache:
 
     # --- helpers -----------------------------------------------------------------------
 
-    def _lock(self, name: str) -> Lock:
-        # redis-py's Lock: SET NX PX with a random token; release is a Lua
-        # compare-and-delete, so an expired holder cannot free a successor's lock.
-        return Lock(
-            self.redis,
-            self.keys.lock(name),
-            timeout=self._lock_ttl,
-            blocking=False,
-            thread_local=False,
-        )
-
-    async def _release(self, lock: Lock) -> None:
-        try:
-            await lock.release()
-        except LockNotOwnedError:
-            logger.info(
-                "cache lock %s expired before the load finished (lock_ttl_ms too short?)",
-                lock.name,
-            )
-        except REDIS_DOWN as exc:
-            # The lock expires on its own after lock_ttl_ms.
-            logger.debug("could not release cache lock %s: %s", lock.name, exc)
-
     def _l1_put(self, name: str, entry: Entry, epoch: int) -> None:
         if self.l1 is not None and self._l1_live:
             remaining = (entry.expiry_ms - self._now_ms()) / 1000
@@ -571,21 +504,6 @@ class VersionedCache:
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
-
-    def _suspended(self) -> bool:
-        return time.monotonic() < self._suspended_until
-
-    def _note_outage(self, operation: str, exc: BaseException) -> None:
-        if not self._suspended():
-            logger.warning(
-                "cache %s: Redis unreachable during %s (%s); reading through the loader "
-                "for %.0f ms",
-                self.keys.namespace,
-                operation,
-                exc,
-                self._outage_backoff * 1000,
-            )
-        self._suspended_until = time.monotonic() + self._outage_backoff
 
     def _count_evictions(self, reason: str, count: int) -> None:
         self._metrics.l1_evictions.labels(self.keys.namespace, reason).inc(count)

@@ -41,9 +41,10 @@ from schemas import (
     default_catalog,
     fingerprint,
 )
-from schemas._codec import (
-    EventCodec,
-    MalformedRecordError,
+from schemas._binary import MalformedRecordError
+from schemas._codec import EventCodec, strip_logical_types
+from schemas._decode import Decoder, _builder_class, fast_decoder
+from schemas._kinds import (
     _Boolean,
     _Enum,
     _Floating,
@@ -53,9 +54,7 @@ from schemas._codec import (
     _String,
     _StringMap,
     _TimestampMicros,
-    strip_logical_types,
 )
-from schemas._decode import Decoder, _builder_class, fast_decoder
 from schemas.serde import _codecs
 
 TOPIC = "events.fast"

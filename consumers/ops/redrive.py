@@ -14,8 +14,10 @@ A source record dead-lettered twice (a replay reads it again, or a worker crashe
 dead-lettering and committing) leaves two dead letters with the same source position and
 value: only the first is redriven, the others are reported as repeats.
 
-Exactly once per dead letter: each chunk claims its records in ``dlq_redrives``
-(``INSERT … ON CONFLICT DO NOTHING``) inside a transaction that stays open until Kafka
+Exactly once per dead letter: each chunk claims its records in ``dlq_redrives`` (an
+``INSERT … ON CONFLICT … DO UPDATE … WHERE`` that claims a position only when it is new or
+its row belongs to an earlier incarnation of the topic — another timestamp at the same
+position) inside a transaction that stays open until Kafka
 has acknowledged every copy, and commits only then. A failed delivery rolls the claims
 back (run again to retry); a concurrent redrive waits on the claimed rows and skips
 them. A crash between the acknowledgement and the commit can send a copy twice — the

@@ -1,4 +1,5 @@
-"""faust's Kafka transport with exact end offsets for table recovery.
+"""faust's Kafka transport with exact end offsets for table recovery, and a consumer that
+loses no source record when it resumes after a table recovery.
 
 faust restores a table by reading its changelog up to the end offsets it asks for before
 it starts (``ListOffsets``), and stops there. The local broker (tansu 0.6) answers
@@ -8,6 +9,10 @@ changes (seen here: a changelog holding 500 records reported 499). A fetch respo
 carry the true high watermark, so this transport fetches once from just before the
 reported end and takes the larger of the two. Against any Kafka both agree and this costs
 one fetch per changelog partition and restore.
+
+Its consumer also stops delivering records while faust seeks the source partitions to
+their committed offsets at the end of a recovery, so that faust's clearing of the agents'
+queues right after cannot drop records read from those offsets (`_Consumer.perform_seek`).
 
 Used through the broker URL scheme `SCHEME` (``sidestream-kafka://host:port``).
 """
@@ -113,12 +118,35 @@ class _ConsumerThread(AIOKafkaConsumerThread):
 
 
 class _Consumer(Consumer):
+    async def perform_seek(self) -> None:
+        """Seek the assigned partitions to their committed offsets, delivering nothing
+        from here until faust resumes the flow.
+
+        faust (0.15.3, `Recovery.on_recovery_completed` and `_resume_streams`; upstream
+        faust-streaming issue #596) resumes the source partitions, calls this, then
+        ``app.flow_control.resume()``, which *empties every agent's queue*, and only then
+        ``resume_flow()``. Its fetcher keeps running meanwhile (it was started to read the
+        changelogs), so records fetched from the committed offset on were put in the
+        agent's queue and thrown away by that clear, while the consumer's position had
+        already moved past them: never counted, never read again, and committed over
+        once the records after them were acknowledged (seen in the restart test: the
+        first record after the committed offset of a source partition, one per restart).
+        With the flow stopped first nothing reaches a queue between the seek and the
+        clear; ``resume_flow()`` then starts delivery at the committed offsets. Records
+        delivered before the seek are either cleared (and read again after it) or
+        already taken by the agent (then read again and left out by the processor's
+        redelivery filter).
+        """
+        self.stop_flow()
+        await super().perform_seek()
+
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class Transport(AIOKafkaTransport):
-    """faust's aiokafka transport, with `exact_end_offsets` for table recovery."""
+    """faust's aiokafka transport, with `exact_end_offsets` for table recovery and a
+    consumer that loses no record when it resumes after one."""
 
     Consumer: ClassVar[type[ConsumerT]] = _Consumer
 

@@ -189,11 +189,20 @@ def build_live_app(
 
     async def count_windows(stream: StreamT[Any]) -> None:
         # One micro-batch at a time, in order: the tables, the clocks and the closing of
-        # windows are never touched by two batches at once. faust acknowledges a batch's
-        # events once the body is done with them.
-        batches: Any = stream  # take_events is on faust's Stream, not on its StreamT type
-        async for events in batches.take_events(options.batch_max, within=options.batch_within_s):
+        # windows are never touched by two batches at once.
+        #
+        # The events are acknowledged here, once their batch is processed, and nowhere else.
+        # faust's acking take generator (`take_events`) acknowledges a batch in a `finally`,
+        # also when its processing raised or was cancelled, and when it is closed at a stop
+        # it turns the stream's own acking back on while the stream's background reader
+        # still takes records: both acknowledge records nobody counted, and faust commits
+        # acknowledged offsets. Unacknowledged, they are read again by the next worker.
+        batches: Any = stream  # noack_take and ack are on faust's Stream, not on StreamT
+        batches.enable_acks = False
+        async for events in batches.noack_take(options.batch_max, within=options.batch_within_s):
             await processor.process_batch(events)
+            for event in events:
+                await batches.ack(event)
 
     app.agent(source, name=AGENT_NAME)(count_windows)
 

@@ -1,6 +1,6 @@
 """What happens to each micro-batch of events: count them, move the clocks, close windows.
 
-The agent takes the source events in micro-batches (faust's ``take_events``: up to
+The agent takes the source events in micro-batches (faust's ``noack_take``: up to
 `batch_max` events, or what arrived within `batch_within_s`). For a batch:
 
 1. **filter** — per event, in order: records this process already saw (same offset again),
@@ -26,12 +26,16 @@ A window closes at the end of the batch that made it final, so an event is late 
 minute was already final before its batch; a batch never spans more than `batch_max` events.
 
 Offsets are committed by faust (``at_least_once``) every ``commit_interval_s``, after it
-flushed the changelog writes; events are acknowledged once their batch is processed. A
-graceful stop (SIGTERM) finishes the batch in hand, flushes and commits: nothing is counted
-twice. A crash between a commit and the next replays the events since, so windows still
-open at the crash count those events twice. A window written at step b and replayed is
-written again, with the same or a higher count: live counts are at least once,
-``analytics_hourly`` is the exact figure.
+flushed the changelog writes; the agent acknowledges events once their batch is processed,
+and nothing else does (see ``count_windows`` in `app`). A worker given partitions (at its
+start or in a rebalance) restores the tables, then reads from the committed offsets on and
+counts each record from there once: faust's clearing of the agent's queue at that moment
+no longer drops the first records (see ``_Consumer.perform_seek`` in `_transport`). A
+graceful stop (SIGTERM) stops fetching, lets the agent process what it already took,
+flushes and commits: nothing is counted twice, nothing is skipped. A crash between a commit
+and the next replays the events since, so windows still open at the crash count those
+events twice. A window written at step b and replayed is written again, with the same or a
+higher count: live counts are at least once, ``analytics_hourly`` is the exact figure.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from consumers.ops import TopicReader
 from runtime import Settings
 from services.console.access import KeyVerifier, Principal, SessionStore
 from services.console.audit import AuditTrail
@@ -64,6 +65,7 @@ def create_app(
     sessions: SessionStore | None = None,
     secure_cookies: bool = False,
     link_sign_in: bool = False,
+    open_reader: Callable[[], TopicReader] | None = None,
 ) -> FastAPI:
     """The console app; its resources open at start-up and close at shutdown.
 
@@ -74,12 +76,15 @@ def create_app(
         link_sign_in: accept the key in the sign-in URL (``/login?key=``), for the link
             `sidestream console` prints locally; off, a key in a URL is ignored (URLs end
             up in histories and logs).
+        open_reader: builds the dead-letter index's topic readers (default: from
+            ``settings``).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        resources = ConsoleResources(settings, config, audit)
+        resources = ConsoleResources(settings, config, audit, open_reader=open_reader)
         app.state.resources = resources
+        resources.start()
 
         def recorded(job: ReplayJob) -> None:
             audit.record(

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from consumers import dead_letter_topic
-from consumers.ops import DeadLetter, TopicReader
+from consumers.ops import DeadLetter, OpsError, TopicReader
 from consumers.ops.redrive import REDRIVE_COUNT_HEADER
 from schemas import EventDeserializer, SchemaError
 from services.console.pipelines import Pipeline
@@ -21,11 +24,14 @@ from services.console.pipelines import Pipeline
 __all__ = [
     "DeadLetterIndex",
     "DecodedValue",
+    "IndexView",
     "decode_value",
     "dlq_topics",
     "header_rows",
     "letter_at",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def dlq_topics(pipelines: Iterable[Pipeline]) -> list[tuple[str, str]]:
@@ -101,44 +107,265 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
-@dataclass(slots=True)
-class _Indexed:
-    next_offsets: dict[int, int]  # partition → the next offset to read
-    letters: list[DeadLetter]
+@dataclass(frozen=True, slots=True)
+class IndexView:
+    """What the index holds of one ``.dlq`` topic when a page asks.
+
+    ``complete``: every letter up to the topic's end, as last checked (``checked_at``),
+    is in ``letters``; otherwise ``letters`` are the first ``indexed`` of about
+    ``expected`` (offsets still to read count as letters: transaction markers and
+    compacted gaps make it an estimate) and every figure drawn from them is partial.
+    """
+
+    dlq_topic: str
+    letters: tuple[DeadLetter, ...]
+    expected: int
+    complete: bool
+    epoch: int  # bumped when the topic is read again from its start
+    checked_at: float | None  # epoch seconds of the last check that found it caught up
+    error: str | None  # the last check's failure (it is retried), None when it worked
+
+    @property
+    def indexed(self) -> int:
+        return len(self.letters)
+
+    @property
+    def percent(self) -> float:
+        """Share indexed, 0..100 (100 when complete)."""
+        if self.complete:
+            return 100.0
+        return min(99.9, 100.0 * self.indexed / self.expected) if self.expected else 0.0
+
+
+class _TopicIndexer:
+    """One ``.dlq`` topic read by one thread with its own reader (a consumer is not
+    thread-safe, and the pages' shared reader must stay free for them)."""
+
+    def __init__(
+        self,
+        dlq_topic: str,
+        *,
+        open_reader: Callable[[], TopicReader],
+        slim: Callable[[DeadLetter], DeadLetter],
+        poll_interval_s: float,
+        batch: int,
+    ) -> None:
+        self.dlq_topic = dlq_topic
+        self._open_reader = open_reader
+        self._slim = slim
+        self._poll_interval_s = poll_interval_s
+        self._batch = batch
+        # Everything below is guarded by _state (and waited on by views).
+        self._state = threading.Condition()
+        self._letters: list[DeadLetter] = []
+        self._next: dict[int, int] = {}  # partition → next offset to read
+        self._ends: dict[int, int] = {}  # partition → end of the current pass
+        self._epoch = 0
+        self._caught_up = False
+        self._scanning = False
+        self._checked_at: float | None = None
+        self._error: str | None = None
+        self._asked = 0  # views that asked for a fresh check…
+        self._served = 0  # …and the last of them a finished check covers
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"dlq-index:{dlq_topic}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+
+    def view(self, wait_s: float) -> IndexView:
+        with self._state:
+            self._asked += 1
+            ask = self._asked
+            deadline = time.monotonic() + wait_s
+        self._wake.set()
+        with self._state:
+            # Waiting helps only when the check will finish soon: not during a long read,
+            # where the page renders the partial index and refreshes itself instead.
+            while self._served < ask and not self._long_read():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._state.wait(remaining)
+            return IndexView(
+                dlq_topic=self.dlq_topic,
+                letters=tuple(self._letters),
+                expected=len(self._letters) + self._remaining(),
+                complete=self._caught_up,
+                epoch=self._epoch,
+                checked_at=self._checked_at,
+                error=self._error,
+            )
+
+    def _long_read(self) -> bool:
+        return self._scanning and self._remaining() > self._batch
+
+    def _remaining(self) -> int:
+        return sum(max(0, end - self._next.get(p, end)) for p, end in self._ends.items())
+
+    def _run(self) -> None:
+        reader: TopicReader | None = None
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                with self._state:
+                    ask = self._asked
+                error = None
+                try:
+                    if reader is None:
+                        reader = self._open_reader()
+                    self._catch_up(reader)
+                    failures = 0
+                except Exception as exc:  # any failure: shown on the page, retried below
+                    failures += 1
+                    error = f"{type(exc).__name__}: {exc}"
+                    logger.warning("dlq index %s: %s (retrying)", self.dlq_topic, error)
+                    if not isinstance(exc, OpsError) and reader is not None:
+                        reader.close()  # a reader in an unknown state is built again
+                        reader = None
+                with self._state:
+                    self._error = error
+                    self._scanning = False
+                    self._served = max(self._served, ask)
+                    self._state.notify_all()
+                # Idle until a page asks or the poll interval passes; after a failure,
+                # back off (0.5 s doubling, capped by the poll interval).
+                delay = self._poll_interval_s
+                if failures:
+                    delay = min(self._poll_interval_s, 0.5 * 2 ** min(failures, 10))
+                self._wake.wait(delay)
+                self._wake.clear()
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _catch_up(self, reader: TopicReader) -> None:
+        """Read what was written since the last pass; start again from the topic's start
+        when its log no longer matches (deleted and recreated, or trimmed below what
+        was read)."""
+        topic = self.dlq_topic
+        ends = reader.ends([(topic, p) for p in reader.partitions(topic)])
+        with self._state:
+            if any(not e.low <= self._next.get(p, e.low) <= e.end for (_t, p), e in ends.items()):
+                logger.info("dlq index %s: log changed, reading it again", topic)
+                self._letters = []
+                self._next = {}
+                self._epoch += 1
+            self._next = {p: self._next.get(p, e.low) for (_t, p), e in ends.items()}
+            self._ends = {p: e.end for (_t, p), e in ends.items()}
+            ranges = {(topic, p): (self._next[p], end) for p, end in self._ends.items()}
+            self._caught_up = not self._remaining()
+            self._scanning = not self._caught_up
+            if self._caught_up:
+                self._checked_at = time.time()
+                return
+            self._state.notify_all()  # a waiting view learns whether this read is long
+        pending: list[DeadLetter] = []
+        for message in reader.scan(ranges):
+            pending.append(self._slim(DeadLetter.from_message(message)))
+            if len(pending) >= self._batch:
+                self._add(pending)
+                pending = []
+                if self._stop.is_set():
+                    return
+        self._add(pending)
+        with self._state:
+            # Offsets without a letter (transaction markers) are passed too.
+            self._next = dict(self._ends)
+            self._caught_up = True
+            self._scanning = False
+            self._checked_at = time.time()
+
+    def _add(self, letters: list[DeadLetter]) -> None:
+        with self._state:
+            self._letters.extend(letters)
+            for letter in letters:
+                self._next[letter.partition] = letter.offset + 1
+            self._state.notify_all()
 
 
 class DeadLetterIndex:
-    """The dead letters of each ``.dlq`` topic, kept in memory and topped up with only
-    the records written since the last look, so a page over 100k dead letters does not
-    re-read the topic on every view.
+    """The dead letters of each ``.dlq`` topic, kept in memory and indexed in the
+    background, so no page reads a topic: a page over 100k dead letters renders what is
+    indexed so far (:class:`IndexView`: complete, or partial with its progress).
 
-    Letters are kept slim (no key, value or original headers; the message cut to
+    One thread per topic, each with its own reader from ``open_reader``, reads the topic
+    from :meth:`start` on, then checks its end every ``poll_interval_s`` or as soon as a
+    page asks (:meth:`view`), and reads only what was written since. Memory: the letters
+    are kept slim (no key, value or original headers; the message cut to
     ``message_chars``): enough for :func:`consumers.ops.summarize` and the samples; a
-    letter's page reads the full record. A topic whose log no longer matches (deleted and
-    recreated, or trimmed below what was read) is read again from its start.
+    letter's page reads the full record. A failed check (topic missing, broker down) is
+    logged, shown by :meth:`view` and retried.
 
-    Not thread-safe: call it under the resources' reader lock.
+    Actions that need the whole topic (a redrive's preview and run) do not use the index:
+    they read the topic whole, as ``sidestream dlq redrive`` does.
     """
 
-    def __init__(self, *, message_chars: int = 240) -> None:
+    def __init__(
+        self,
+        dlq_topics: Iterable[str],
+        *,
+        open_reader: Callable[[], TopicReader],
+        message_chars: int = 240,
+        poll_interval_s: float = 5.0,
+        fresh_wait_s: float = 0.1,
+        batch: int = 500,
+    ) -> None:
+        if poll_interval_s <= 0 or fresh_wait_s < 0 or batch < 1:
+            raise ValueError(
+                "poll_interval_s must be > 0, fresh_wait_s >= 0 and batch >= 1, not "
+                f"{poll_interval_s}, {fresh_wait_s}, {batch}"
+            )
         self._message_chars = message_chars
-        self._topics: dict[str, _Indexed] = {}
+        self._fresh_wait_s = fresh_wait_s
+        self._topics = {
+            topic: _TopicIndexer(
+                topic,
+                open_reader=open_reader,
+                slim=self._slim,
+                poll_interval_s=poll_interval_s,
+                batch=batch,
+            )
+            for topic in dict.fromkeys(dlq_topics)
+        }
+        self._started = False
 
-    def letters(self, reader: TopicReader, dlq_topic: str) -> list[DeadLetter]:
-        """Every dead letter of ``dlq_topic`` up to its current end."""
-        keys = [(dlq_topic, p) for p in reader.partitions(dlq_topic)]
-        ends = reader.ends(keys)
-        index = self._topics.get(dlq_topic)
-        if index is None or any(
-            index.next_offsets.get(p, e.low) > e.end or index.next_offsets.get(p, e.low) < e.low
-            for (_t, p), e in ends.items()
-        ):
-            index = self._topics[dlq_topic] = _Indexed({}, [])
-        ranges = {key: (index.next_offsets.get(key[1], e.low), e.end) for key, e in ends.items()}
-        for message in reader.scan(ranges):
-            index.letters.append(self._slim(DeadLetter.from_message(message)))
-        index.next_offsets = {key[1]: end for key, (_start, end) in ranges.items()}
-        return index.letters
+    def start(self) -> None:
+        """Start indexing every topic (once)."""
+        if not self._started:
+            self._started = True
+            for indexer in self._topics.values():
+                indexer.start()
+
+    def view(self, dlq_topic: str, *, wait_s: float | None = None) -> IndexView:
+        """What is indexed of ``dlq_topic`` now. Asks its thread to check the topic's end
+        and waits up to ``wait_s`` (default ``fresh_wait_s``) for that check to finish,
+        unless a long read is under way: a page never waits for a topic to be read.
+
+        Raises:
+            KeyError: not a topic of this index.
+        """
+        indexer = self._topics[dlq_topic]
+        return indexer.view(self._fresh_wait_s if wait_s is None else wait_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop every thread (a read in progress stops at its next batch) and wait up to
+        ``timeout_s`` for them to close their readers."""
+        for indexer in self._topics.values():
+            indexer.stop()
+        deadline = time.monotonic() + timeout_s
+        for indexer in self._topics.values():
+            indexer.join(max(0.0, deadline - time.monotonic()))
 
     def _slim(self, letter: DeadLetter) -> DeadLetter:
         return dataclasses.replace(

@@ -23,7 +23,7 @@ from consumers.ops import GroupInspector, TopicReader
 from runtime import Settings
 from runtime.clients import kafka_producer, postgres_connect
 from services.console.audit import AuditTrail
-from services.console.dead_letters import DeadLetterIndex
+from services.console.dead_letters import DeadLetterIndex, dlq_topics
 from services.console.metrics import MetricsScraper
 from services.console.pipelines import Pipeline
 
@@ -45,6 +45,10 @@ class ConsoleConfig:
         alerts_topic: the live-analytics alert topic (None: no alerts panel).
         max_redrives: the redrive cap, as ``sidestream dlq redrive --max-redrives``.
         page_size: rows per listing (dead letters, notifications, ledger).
+        dlq_poll_interval_s: how often the dead-letter index checks each ``.dlq`` topic
+            for new letters when no page asks.
+        dlq_fresh_wait_s: how long a dead-letter page waits for the index to check its
+            topic's end before rendering what is indexed (never for a long read).
         operator_tenants: when set, only keys of these tenants may sign in (an API key
             belongs to one tenant: a customer's admin key must not open the platform's
             console); None: any tenant's (the local keys are not tenant-bound).
@@ -58,6 +62,8 @@ class ConsoleConfig:
     max_redrives: int = 3
     page_size: int = 50
     operator_tenants: frozenset[str] | None = None
+    dlq_poll_interval_s: float = 5.0
+    dlq_fresh_wait_s: float = 0.1
 
     def pipeline(self, name: str) -> Pipeline:
         for pipeline in self.pipelines:
@@ -67,16 +73,34 @@ class ConsoleConfig:
 
 
 class ConsoleResources:
-    """Clients shared by every page; :meth:`close` them at shutdown."""
+    """Clients shared by every page; :meth:`start` the background work (the dead-letter
+    index), :meth:`close` them at shutdown.
 
-    def __init__(self, settings: Settings, config: ConsoleConfig, audit: AuditTrail) -> None:
+    Args:
+        open_reader: builds a topic reader (default: from ``settings``); each ``.dlq``
+            topic's index thread opens its own.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: ConsoleConfig,
+        audit: AuditTrail,
+        *,
+        open_reader: Callable[[], TopicReader] | None = None,
+    ) -> None:
         self.settings = settings
         self.config = config
         self.schema = config.schema or settings.postgres_schema
         self.audit = audit
         self.groups = GroupInspector.from_settings(settings)
         self.scraper = MetricsScraper(config.targets_dir)
-        self.dead_letters = DeadLetterIndex()  # used under the reader lock
+        self.dead_letters = DeadLetterIndex(
+            (topic for _, topic in dlq_topics(config.pipelines)),
+            open_reader=open_reader or (lambda: TopicReader.from_settings(settings)),
+            poll_interval_s=config.dlq_poll_interval_s,
+            fresh_wait_s=config.dlq_fresh_wait_s,
+        )
         self._reader: TopicReader | None = None
         self._reader_lock = threading.Lock()
         self._cache: dict[str, tuple[float, object, object]] = {}
@@ -123,7 +147,12 @@ class ConsoleResources:
         finally:
             producer.flush(10)
 
+    def start(self) -> None:
+        """Start indexing every sink's ``.dlq`` topic in the background."""
+        self.dead_letters.start()
+
     def close(self) -> None:
+        self.dead_letters.close()
         with self._reader_lock:
             if self._reader is not None:
                 self._reader.close()

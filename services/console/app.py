@@ -38,6 +38,7 @@ from services.console.web import (
     read_form,
     render,
     sessions_of,
+    warm_templates,
 )
 
 __all__ = ["create_app"]
@@ -85,6 +86,7 @@ def create_app(
         resources = ConsoleResources(settings, config, audit, open_reader=open_reader)
         app.state.resources = resources
         resources.start()
+        await in_thread(warm_templates)
 
         def recorded(job: ReplayJob) -> None:
             audit.record(
@@ -137,6 +139,17 @@ def create_app(
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    @app.middleware("http")
+    async def pages_first(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # While a request is served, the dead-letter index's reads step aside.
+        resources: ConsoleResources | None = getattr(app.state, "resources", None)
+        if resources is None:  # not started (or already shut down)
+            return await call_next(request)
+        with resources.foreground.serving():
+            return await call_next(request)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

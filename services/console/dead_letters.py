@@ -9,20 +9,25 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from array import array
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
 from consumers import dead_letter_topic
-from consumers.ops import DeadLetter, OpsError, TopicReader
+from consumers.ops import DeadLetter, ErrorClassSummary, OpsError, TopicReader
 from consumers.ops.redrive import REDRIVE_COUNT_HEADER
 from schemas import EventDeserializer, SchemaError
+from services.console.foreground import Foreground
 from services.console.pipelines import Pipeline
 
 __all__ = [
     "DeadLetterIndex",
+    "DeadLetterTally",
     "DecodedValue",
     "IndexView",
     "decode_value",
@@ -107,18 +112,113 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
+@dataclass(slots=True)
+class _ClassTally:
+    count: int = 0
+    capped: int = 0  # letters carrying the redrive cap (some may be redriven too)
+    first_ms: int = 0
+    last_ms: int = 0
+    samples: list[DeadLetter] = field(default_factory=list)
+    source_topics: Counter[str] = field(default_factory=Counter)
+
+
+class DeadLetterTally:
+    """Dead letters as they are read, kept slim and tallied by error class, so a summary
+    costs the number of classes plus the ledger's size, not a pass over every letter.
+
+    :meth:`summary` equals :func:`consumers.ops.summarize` over the letters added, in
+    the order they were added (a partition's letters in offset order).
+    """
+
+    def __init__(self, *, max_redrives: int = 3, max_samples: int = 5) -> None:
+        self._max_redrives = max_redrives
+        self._max_samples = max_samples
+        self._classes: dict[str, _ClassTally] = {}
+        # partition → its letters and their offsets (ascending), to find a ledger row's
+        self._offsets: dict[int, array[int]] = {}
+        self._letters: dict[int, list[DeadLetter]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, letter: DeadLetter) -> None:
+        """Tally ``letter``; letters of a partition must come in offset order."""
+        offsets = self._offsets.setdefault(letter.partition, array("q"))
+        if offsets and letter.offset <= offsets[-1]:
+            raise ValueError(
+                f"{letter.dlq_topic}[{letter.partition}]@{letter.offset} added after "
+                f"offset {offsets[-1]}: letters of a partition come in offset order"
+            )
+        offsets.append(letter.offset)
+        self._letters.setdefault(letter.partition, []).append(letter)
+        self._count += 1
+        tally = self._classes.get(letter.error_class)
+        at = letter.dead_lettered_at_ms
+        if tally is None:
+            tally = self._classes[letter.error_class] = _ClassTally(first_ms=at, last_ms=at)
+        tally.count += 1
+        tally.source_topics[letter.source_topic] += 1
+        if letter.redrive_count >= self._max_redrives:
+            tally.capped += 1
+        tally.first_ms = min(tally.first_ms, at)
+        tally.last_ms = max(tally.last_ms, at)
+        if len(tally.samples) < self._max_samples:
+            tally.samples.append(letter)
+
+    def find(self, partition: int, offset: int) -> DeadLetter | None:
+        """The letter at ``partition``/``offset``, if added."""
+        offsets = self._offsets.get(partition)
+        if offsets is None:
+            return None
+        i = bisect_left(offsets, offset)
+        if i < len(offsets) and offsets[i] == offset:
+            return self._letters[partition][i]
+        return None
+
+    def summary(
+        self, *, redriven: Mapping[tuple[int, int], int] | None = None, samples: int = 3
+    ) -> list[ErrorClassSummary]:
+        """By error class, the largest first; ``redriven``: the ledger's positions →
+        recorded record timestamp (a letter counts as redriven when both match)."""
+        if samples > self._max_samples:
+            raise ValueError(f"samples must be at most {self._max_samples}, not {samples}")
+        classes = {
+            name: ErrorClassSummary(
+                name,
+                count=t.count,
+                at_cap=t.capped,
+                first_at=datetime.fromtimestamp(t.first_ms / 1000, UTC),
+                last_at=datetime.fromtimestamp(t.last_ms / 1000, UTC),
+                samples=t.samples[:samples],
+                source_topics=Counter(t.source_topics),
+            )
+            for name, t in self._classes.items()
+        }
+        for (partition, offset), stamp in (redriven or {}).items():
+            letter = self.find(partition, offset)
+            if letter is None or letter.timestamp_ms != stamp:
+                continue
+            entry = classes[letter.error_class]
+            entry.redriven += 1
+            if letter.redrive_count >= self._max_redrives:
+                entry.at_cap -= 1  # redriven is counted first, as summarize does
+        return sorted(classes.values(), key=lambda e: (-e.count, e.error_class))
+
+
 @dataclass(frozen=True, slots=True)
 class IndexView:
     """What the index holds of one ``.dlq`` topic when a page asks.
 
     ``complete``: every letter up to the topic's end, as last checked (``checked_at``),
-    is in ``letters``; otherwise ``letters`` are the first ``indexed`` of about
+    is counted in ``summary``; otherwise it counts the first ``indexed`` of about
     ``expected`` (offsets still to read count as letters: transaction markers and
-    compacted gaps make it an estimate) and every figure drawn from them is partial.
+    compacted gaps make it an estimate) and every figure in it is partial.
     """
 
     dlq_topic: str
-    letters: tuple[DeadLetter, ...]
+    summary: list[ErrorClassSummary]
+    indexed: int
     expected: int
     complete: bool
     epoch: int  # bumped when the topic is read again from its start
@@ -126,12 +226,8 @@ class IndexView:
     error: str | None  # the last check's failure (it is retried), None when it worked
 
     @property
-    def indexed(self) -> int:
-        return len(self.letters)
-
-    @property
     def percent(self) -> float:
-        """Share indexed, 0..100 (100 when complete)."""
+        """Share indexed, 0..100 (100 only when complete)."""
         if self.complete:
             return 100.0
         return min(99.9, 100.0 * self.indexed / self.expected) if self.expected else 0.0
@@ -147,17 +243,21 @@ class _TopicIndexer:
         *,
         open_reader: Callable[[], TopicReader],
         slim: Callable[[DeadLetter], DeadLetter],
+        new_tally: Callable[[], DeadLetterTally],
+        wait_idle: Callable[[], object],
         poll_interval_s: float,
         batch: int,
     ) -> None:
         self.dlq_topic = dlq_topic
         self._open_reader = open_reader
         self._slim = slim
+        self._new_tally = new_tally
+        self._wait_idle = wait_idle
         self._poll_interval_s = poll_interval_s
         self._batch = batch
         # Everything below is guarded by _state (and waited on by views).
         self._state = threading.Condition()
-        self._letters: list[DeadLetter] = []
+        self._tally = new_tally()
         self._next: dict[int, int] = {}  # partition → next offset to read
         self._ends: dict[int, int] = {}  # partition → end of the current pass
         self._epoch = 0
@@ -183,7 +283,9 @@ class _TopicIndexer:
     def join(self, timeout_s: float) -> None:
         self._thread.join(timeout_s)
 
-    def view(self, wait_s: float) -> IndexView:
+    def view(
+        self, wait_s: float, redriven: Mapping[tuple[int, int], int] | None, samples: int
+    ) -> IndexView:
         with self._state:
             self._asked += 1
             ask = self._asked
@@ -199,8 +301,9 @@ class _TopicIndexer:
                 self._state.wait(remaining)
             return IndexView(
                 dlq_topic=self.dlq_topic,
-                letters=tuple(self._letters),
-                expected=len(self._letters) + self._remaining(),
+                summary=self._tally.summary(redriven=redriven, samples=samples),
+                indexed=len(self._tally),
+                expected=len(self._tally) + self._remaining(),
                 complete=self._caught_up,
                 epoch=self._epoch,
                 checked_at=self._checked_at,
@@ -258,7 +361,7 @@ class _TopicIndexer:
         with self._state:
             if any(not e.low <= self._next.get(p, e.low) <= e.end for (_t, p), e in ends.items()):
                 logger.info("dlq index %s: log changed, reading it again", topic)
-                self._letters = []
+                self._tally = self._new_tally()
                 self._next = {}
                 self._epoch += 1
             self._next = {p: self._next.get(p, e.low) for (_t, p), e in ends.items()}
@@ -278,6 +381,10 @@ class _TopicIndexer:
                 pending = []
                 if self._stop.is_set():
                     return
+                # Pages first (see DeadLetterIndex); the short sleep hands the GIL to any
+                # thread waiting for it now instead of after a switch interval (5 ms).
+                self._wait_idle()
+                time.sleep(0.001)
         self._add(pending)
         with self._state:
             # Offsets without a letter (transaction markers) are passed too.
@@ -288,24 +395,28 @@ class _TopicIndexer:
 
     def _add(self, letters: list[DeadLetter]) -> None:
         with self._state:
-            self._letters.extend(letters)
             for letter in letters:
+                self._tally.add(letter)
                 self._next[letter.partition] = letter.offset + 1
             self._state.notify_all()
 
 
 class DeadLetterIndex:
-    """The dead letters of each ``.dlq`` topic, kept in memory and indexed in the
+    """The dead letters of each ``.dlq`` topic, tallied in memory and indexed in the
     background, so no page reads a topic: a page over 100k dead letters renders what is
     indexed so far (:class:`IndexView`: complete, or partial with its progress).
 
     One thread per topic, each with its own reader from ``open_reader``, reads the topic
-    from :meth:`start` on, then checks its end every ``poll_interval_s`` or as soon as a
-    page asks (:meth:`view`), and reads only what was written since. Memory: the letters
-    are kept slim (no key, value or original headers; the message cut to
-    ``message_chars``): enough for :func:`consumers.ops.summarize` and the samples; a
-    letter's page reads the full record. A failed check (topic missing, broker down) is
-    logged, shown by :meth:`view` and retried.
+    from :meth:`start` on, then checks its end every ``poll_interval_s`` and as soon as
+    a page asks (:meth:`view`), and reads only what was written since. Memory: the
+    letters are kept slim (no key, value or original headers; the message cut to
+    ``message_chars``) in a :class:`DeadLetterTally`; a letter's page reads the full
+    record. A failed check (topic missing, broker down) is logged, shown by
+    :meth:`view` and retried.
+
+    Pages first: between batches of ``batch`` letters a read waits while ``foreground``
+    has a request in flight (up to ``yield_s``), as decoding letters holds the GIL
+    against the page's thread.
 
     Actions that need the whole topic (a redrive's preview and run) do not use the index:
     they read the topic whole, as ``sidestream dlq redrive`` does.
@@ -316,10 +427,13 @@ class DeadLetterIndex:
         dlq_topics: Iterable[str],
         *,
         open_reader: Callable[[], TopicReader],
+        max_redrives: int = 3,
         message_chars: int = 240,
-        poll_interval_s: float = 5.0,
-        fresh_wait_s: float = 0.1,
-        batch: int = 500,
+        poll_interval_s: float = 1.0,
+        fresh_wait_s: float = 0.0,
+        batch: int = 100,
+        foreground: Foreground | None = None,
+        yield_s: float = 0.5,
     ) -> None:
         if poll_interval_s <= 0 or fresh_wait_s < 0 or batch < 1:
             raise ValueError(
@@ -328,11 +442,14 @@ class DeadLetterIndex:
             )
         self._message_chars = message_chars
         self._fresh_wait_s = fresh_wait_s
+        pages = foreground or Foreground()
         self._topics = {
             topic: _TopicIndexer(
                 topic,
                 open_reader=open_reader,
                 slim=self._slim,
+                new_tally=lambda: DeadLetterTally(max_redrives=max_redrives),
+                wait_idle=lambda: pages.wait_idle(yield_s),
                 poll_interval_s=poll_interval_s,
                 batch=batch,
             )
@@ -347,16 +464,24 @@ class DeadLetterIndex:
             for indexer in self._topics.values():
                 indexer.start()
 
-    def view(self, dlq_topic: str, *, wait_s: float | None = None) -> IndexView:
-        """What is indexed of ``dlq_topic`` now. Asks its thread to check the topic's end
-        and waits up to ``wait_s`` (default ``fresh_wait_s``) for that check to finish,
-        unless a long read is under way: a page never waits for a topic to be read.
+    def view(
+        self,
+        dlq_topic: str,
+        *,
+        redriven: Mapping[tuple[int, int], int] | None = None,
+        samples: int = 0,
+        wait_s: float | None = None,
+    ) -> IndexView:
+        """What is indexed of ``dlq_topic`` now, summarized by error class (``redriven``:
+        the redrive ledger's positions → record timestamps; ``samples`` per class, at
+        most 5). Asks its thread to check the topic's end at once and waits up to
+        ``wait_s`` (default ``fresh_wait_s``) for that check, never for a long read.
 
         Raises:
             KeyError: not a topic of this index.
         """
         indexer = self._topics[dlq_topic]
-        return indexer.view(self._fresh_wait_s if wait_s is None else wait_s)
+        return indexer.view(self._fresh_wait_s if wait_s is None else wait_s, redriven, samples)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop every thread (a read in progress stops at its next batch) and wait up to

@@ -24,6 +24,7 @@ from runtime import Settings
 from runtime.clients import kafka_producer, postgres_connect
 from services.console.audit import AuditTrail
 from services.console.dead_letters import DeadLetterIndex, dlq_topics
+from services.console.foreground import Foreground
 from services.console.metrics import MetricsScraper
 from services.console.pipelines import Pipeline
 
@@ -46,9 +47,10 @@ class ConsoleConfig:
         max_redrives: the redrive cap, as ``sidestream dlq redrive --max-redrives``.
         page_size: rows per listing (dead letters, notifications, ledger).
         dlq_poll_interval_s: how often the dead-letter index checks each ``.dlq`` topic
-            for new letters when no page asks.
-        dlq_fresh_wait_s: how long a dead-letter page waits for the index to check its
-            topic's end before rendering what is indexed (never for a long read).
+            for new letters (a page's view also asks for a check at once).
+        dlq_fresh_wait_s: how long a dead-letter page may wait for that check before
+            rendering what is indexed (never for a long read); 0: never waits, the page
+            says when the topic's end was last checked.
         operator_tenants: when set, only keys of these tenants may sign in (an API key
             belongs to one tenant: a customer's admin key must not open the platform's
             console); None: any tenant's (the local keys are not tenant-bound).
@@ -62,8 +64,8 @@ class ConsoleConfig:
     max_redrives: int = 3
     page_size: int = 50
     operator_tenants: frozenset[str] | None = None
-    dlq_poll_interval_s: float = 5.0
-    dlq_fresh_wait_s: float = 0.1
+    dlq_poll_interval_s: float = 1.0
+    dlq_fresh_wait_s: float = 0.0
 
     def pipeline(self, name: str) -> Pipeline:
         for pipeline in self.pipelines:
@@ -95,9 +97,12 @@ class ConsoleResources:
         self.audit = audit
         self.groups = GroupInspector.from_settings(settings)
         self.scraper = MetricsScraper(config.targets_dir)
+        self.foreground = Foreground()  # requests in flight: background work steps aside
         self.dead_letters = DeadLetterIndex(
             (topic for _, topic in dlq_topics(config.pipelines)),
             open_reader=open_reader or (lambda: TopicReader.from_settings(settings)),
+            max_redrives=config.max_redrives,
+            foreground=self.foreground,
             poll_interval_s=config.dlq_poll_interval_s,
             fresh_wait_s=config.dlq_fresh_wait_s,
         )

@@ -22,7 +22,6 @@ from consumers.ops import (
     redrive_dead_letters,
     redrive_ledger,
     redriven_positions,
-    summarize,
 )
 from consumers.ops.positions import has_table
 from schemas import EventDeserializer
@@ -61,26 +60,20 @@ def _summary(request: Request, dlq: str, samples: int) -> tuple[list[ErrorClassS
     """``dlq`` by error class from the console's index: complete, or partial while the
     index is still reading the topic (the view says which). Never reads the topic."""
     resources = resources_of(request)
-    index = resources.dead_letters.view(dlq)
     with resources.conn() as conn:
-        # Recomputed when a letter arrives or a redrive is recorded, else reused.
-        version = (index.epoch, index.indexed, ledger_version(conn, resources.schema, dlq))
-        summary = resources.cached(
-            f"dlq-summary:{dlq}:{samples}",
+        # The ledger's positions, read again only when a redrive was recorded.
+        redriven = resources.cached(
+            f"dlq-ledger:{dlq}",
             300.0,
-            lambda: summarize(
-                index.letters,
-                redriven=(
-                    redriven_positions(conn, resources.schema, dlq)
-                    if has_table(conn, resources.schema, "dlq_redrives")
-                    else {}
-                ),
-                max_redrives=resources.config.max_redrives,
-                samples=samples,
+            lambda: (
+                redriven_positions(conn, resources.schema, dlq)
+                if has_table(conn, resources.schema, "dlq_redrives")
+                else {}
             ),
-            version=version,
+            version=ledger_version(conn, resources.schema, dlq),
         )
-    return summary, index
+    index = resources.dead_letters.view(dlq, redriven=redriven, samples=samples)
+    return index.summary, index
 
 
 def _index_problems(index: IndexView | None, problems: list[str]) -> None:

@@ -7,32 +7,23 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import psycopg
-from confluent_kafka import Message
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
-from consumers.dead_letters import HEADER_PREFIX
 from consumers.embedded import EmbeddedWorker
-from consumers.ops import TopicReader, redriven_positions
-from consumers.ops.reader import Key
-from consumers.ops.redrive import REDRIVE_COUNT_HEADER
-from producers import EventPublisher
-from runtime import Settings
-from runtime.clients import kafka_producer
+from consumers.ops import redriven_positions
 from schemas import AuditEvent, EventDeserializer
-from services.console import AuditTrail, create_app
 from tests.consumers.ops.support import ops_clients, produce_stamped, read_topic, topic_size
 from tests.consumers.ops.test_cli import run_cli
 from tests.consumers.support import count_rows
 from tests.services.console.conftest import (
     OPERATOR_KEY,
-    VERIFIER,
     ConsoleEnv,
     csrf_of,
+    fill_dead_letter_topic,
+    gated_console,
     signed_in,
 )
 from tests.support.events import audit_event
@@ -145,29 +136,6 @@ def test_redrive_from_the_console_after_the_fix_lands_each_record_once(
     assert sorted(e.details["redriven"] for e in audit) == ["0", "3"]
 
 
-_CLASSES = ("CheckViolation", "DecodeError", "UnknownSchemaError", "NotNullViolation")
-
-
-def _fill_dlq(settings: Settings, topic: str, dlq: str, n: int, stamp_ms: int) -> None:
-    """``n`` dead letters of ``topic`` straight onto ``dlq``, four classes in turn; every
-    ninth one carries the redrive cap (3) already."""
-    producer = kafka_producer(settings, **{"linger.ms": 50})
-    for i in range(n):
-        headers: list[tuple[str, str | bytes | None]] = [
-            (HEADER_PREFIX + "source.topic", topic.encode()),
-            (HEADER_PREFIX + "source.partition", b"0"),
-            (HEADER_PREFIX + "source.offset", str(i).encode()),
-            (HEADER_PREFIX + "error.class", _CLASSES[i % len(_CLASSES)].encode()),
-            (HEADER_PREFIX + "error.message", b"23514: new row violates check constraint"),
-            (HEADER_PREFIX + "time", str(stamp_ms + i).encode()),
-        ]
-        if i % 9 == 0:
-            headers.append((REDRIVE_COUNT_HEADER, b"3"))
-        producer.produce(dlq, value=b"x", key=b"k", headers=headers, timestamp=stamp_ms)
-        producer.poll(0)
-    assert producer.flush(60) == 0
-
-
 def _page_counts(html: str) -> dict[str, tuple[int, int, int]]:
     """error class → (count, redriven, at cap) as the topic page shows them."""
     cells = r"<td[^>]*>(?:≥ )?([\d,]+)</td>\s*"
@@ -188,7 +156,7 @@ def test_first_view_of_a_large_topic_is_partial_at_once_then_complete_as_dlq_sho
     (counts marked partial, no redrive form) and refreshes until complete; the complete
     counts are `sidestream dlq show`'s. A preview meanwhile reads the topic whole."""
     env, n, stamp = console_env, 3000, int(time.time() * 1000)
-    _fill_dlq(env.settings, env.topic, env.dlq, n, stamp)
+    fill_dead_letter_topic(env.settings, env.topic, env.dlq, n, stamp)
     # A tenth were redriven once already (the ledger matches them by position and stamp).
     pg_conn.execute(
         f"""INSERT INTO "{env.schema}".dlq_redrives (dlq_topic, dlq_partition, dlq_offset,
@@ -201,24 +169,7 @@ def test_first_view_of_a_large_topic_is_partial_at_once_then_complete_as_dlq_sho
     # The index's reader is a real one that stops after 1,000 letters until the gate
     # opens: the test sees the partial state for as long as it needs to.
     gate = threading.Event()
-
-    class GatedReader(TopicReader):
-        def scan(self, ranges: Mapping[Key, tuple[int, int]]) -> Iterator[Message]:
-            for i, message in enumerate(super().scan(ranges)):
-                if i == 1000:
-                    assert gate.wait(120), "the test never opened the gate"
-                yield message
-
-    publisher = EventPublisher(
-        settings=env.settings, producer="console-tests", registry=CollectorRegistry()
-    )
-    app = create_app(
-        env.settings,
-        env.config,
-        verifier=VERIFIER,
-        audit=AuditTrail(publisher, topic=env.audit_topic),
-        open_reader=lambda: GatedReader.from_settings(env.settings, timeout_s=180),
-    )
+    app, publisher = gated_console(env, gate, after=1000)
     try:
         with TestClient(app) as client:
             operator = signed_in(client, OPERATOR_KEY)
@@ -239,11 +190,14 @@ def test_first_view_of_a_large_topic_is_partial_at_once_then_complete_as_dlq_sho
 
             # A preview meanwhile reads the whole topic, not the partial index.
             shown = operator.post(
-                f"{url}/preview", data={"csrf": csrf_of(first.text), "error_class": "DecodeError"}
+                f"{url}/preview",
+                data={"csrf": csrf_of(first.text), "error_class": "CheckViolation"},
             )
             assert shown.status_code == 200
-            # 750 DecodeError letters (i % 4 == 1): 75 in the ledger, 83 more at the cap.
-            would = len([i for i in range(1, n, 4) if i % 10 and i % 9])
+            # 750 CheckViolation letters (i % 4 == 0) less those in the ledger (i % 10 == 0)
+            # or at the cap (i % 9 == 0): 533, of which the partial index holds 250.
+            would = len([i for i in range(0, n, 4) if i % 10 and i % 9])
+            assert would == 533
             assert f"would redrive <strong>{would}</strong>" in shown.text
 
             gate.set()

@@ -86,7 +86,9 @@ def create_app(
         resources = ConsoleResources(settings, config, audit, open_reader=open_reader)
         app.state.resources = resources
         resources.start()
+        # What a first view would otherwise pay for: compiling templates, the ledgers.
         await in_thread(warm_templates)
+        await in_thread(resources.prefetch_ledgers)
 
         def recorded(job: ReplayJob) -> None:
             audit.record(

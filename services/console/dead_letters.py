@@ -122,65 +122,90 @@ class _ClassTally:
     source_topics: Counter[str] = field(default_factory=Counter)
 
 
-class DeadLetterTally:
-    """Dead letters as they are read, kept slim and tallied by error class, so a summary
-    costs the number of classes plus the ledger's size, not a pass over every letter.
+class _Partition:
+    """A partition's letters as columns (offset ascending): what a ledger row is matched
+    on, a few bytes a letter and no object per letter for the garbage collector to walk."""
 
-    :meth:`summary` equals :func:`consumers.ops.summarize` over the letters added, in
-    the order they were added (a partition's letters in offset order).
+    __slots__ = ("capped", "classes", "offsets", "stamps")
+
+    def __init__(self) -> None:
+        self.offsets = array("q")
+        self.stamps = array("q")  # record timestamps (the ledger records them)
+        self.classes = array("I")  # error class ids
+        self.capped = array("b")  # 1: carries the redrive cap
+
+
+class DeadLetterTally:
+    """Dead letters as they are read, tallied by error class, so that a summary costs the
+    number of classes plus the ledger's size, not a pass over every letter.
+
+    Memory: per letter only its offset, record timestamp, class and whether it is at the
+    redrive cap (in arrays, about 21 bytes); per class its counts and the first
+    ``max_samples`` letters, slim (no key, value or original headers; the message cut to
+    ``message_chars``). :meth:`summary` equals :func:`consumers.ops.summarize` over the
+    letters added, in the order they were added (a partition's in offset order).
     """
 
-    def __init__(self, *, max_redrives: int = 3, max_samples: int = 5) -> None:
+    def __init__(
+        self, *, max_redrives: int = 3, max_samples: int = 5, message_chars: int = 240
+    ) -> None:
         self._max_redrives = max_redrives
         self._max_samples = max_samples
+        self._message_chars = message_chars
         self._classes: dict[str, _ClassTally] = {}
-        # partition → its letters and their offsets (ascending), to find a ledger row's
-        self._offsets: dict[int, array[int]] = {}
-        self._letters: dict[int, list[DeadLetter]] = {}
+        self._class_ids: dict[str, int] = {}
+        self._class_names: list[str] = []
+        self._partitions: dict[int, _Partition] = {}
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
     def add(self, letter: DeadLetter) -> None:
-        """Tally ``letter``; letters of a partition must come in offset order."""
-        offsets = self._offsets.setdefault(letter.partition, array("q"))
-        if offsets and letter.offset <= offsets[-1]:
+        """Tally ``letter``; letters of a partition must come in offset order.
+
+        Raises:
+            ValueError: ``letter`` is not after the last one added of its partition.
+        """
+        part = self._partitions.get(letter.partition)
+        if part is None:
+            part = self._partitions[letter.partition] = _Partition()
+        if part.offsets and letter.offset <= part.offsets[-1]:
             raise ValueError(
                 f"{letter.dlq_topic}[{letter.partition}]@{letter.offset} added after "
-                f"offset {offsets[-1]}: letters of a partition come in offset order"
+                f"offset {part.offsets[-1]}: letters of a partition come in offset order"
             )
-        offsets.append(letter.offset)
-        self._letters.setdefault(letter.partition, []).append(letter)
-        self._count += 1
-        tally = self._classes.get(letter.error_class)
+        name = letter.error_class
+        class_id = self._class_ids.get(name)
         at = letter.dead_lettered_at_ms
-        if tally is None:
-            tally = self._classes[letter.error_class] = _ClassTally(first_ms=at, last_ms=at)
+        if class_id is None:
+            class_id = self._class_ids[name] = len(self._class_names)
+            self._class_names.append(name)
+            self._classes[name] = _ClassTally(first_ms=at, last_ms=at)
+        capped = letter.redrive_count >= self._max_redrives
+        part.offsets.append(letter.offset)
+        part.stamps.append(letter.timestamp_ms)
+        part.classes.append(class_id)
+        part.capped.append(capped)
+        self._count += 1
+        tally = self._classes[name]
         tally.count += 1
         tally.source_topics[letter.source_topic] += 1
-        if letter.redrive_count >= self._max_redrives:
-            tally.capped += 1
+        tally.capped += capped
         tally.first_ms = min(tally.first_ms, at)
         tally.last_ms = max(tally.last_ms, at)
         if len(tally.samples) < self._max_samples:
-            tally.samples.append(letter)
-
-    def find(self, partition: int, offset: int) -> DeadLetter | None:
-        """The letter at ``partition``/``offset``, if added."""
-        offsets = self._offsets.get(partition)
-        if offsets is None:
-            return None
-        i = bisect_left(offsets, offset)
-        if i < len(offsets) and offsets[i] == offset:
-            return self._letters[partition][i]
-        return None
+            tally.samples.append(self._slim(letter))
 
     def summary(
         self, *, redriven: Mapping[tuple[int, int], int] | None = None, samples: int = 3
     ) -> list[ErrorClassSummary]:
         """By error class, the largest first; ``redriven``: the ledger's positions →
-        recorded record timestamp (a letter counts as redriven when both match)."""
+        recorded record timestamp (a letter counts as redriven when both match).
+
+        Raises:
+            ValueError: more ``samples`` than the tally keeps.
+        """
         if samples > self._max_samples:
             raise ValueError(f"samples must be at most {self._max_samples}, not {samples}")
         classes = {
@@ -196,14 +221,28 @@ class DeadLetterTally:
             for name, t in self._classes.items()
         }
         for (partition, offset), stamp in (redriven or {}).items():
-            letter = self.find(partition, offset)
-            if letter is None or letter.timestamp_ms != stamp:
+            part = self._partitions.get(partition)
+            if part is None:
                 continue
-            entry = classes[letter.error_class]
+            i = bisect_left(part.offsets, offset)
+            if i == len(part.offsets) or part.offsets[i] != offset or part.stamps[i] != stamp:
+                continue  # not indexed (yet), or another record than the one redriven
+            entry = classes[self._class_names[part.classes[i]]]
             entry.redriven += 1
-            if letter.redrive_count >= self._max_redrives:
+            if part.capped[i]:
                 entry.at_cap -= 1  # redriven is counted first, as summarize does
         return sorted(classes.values(), key=lambda e: (-e.count, e.error_class))
+
+    def _slim(self, letter: DeadLetter) -> DeadLetter:
+        return dataclasses.replace(
+            letter,
+            key=None,
+            value=None,
+            headers=[],
+            error_class=sys.intern(letter.error_class),
+            source_topic=sys.intern(letter.source_topic),
+            error_message=letter.error_message[: self._message_chars],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +281,6 @@ class _TopicIndexer:
         dlq_topic: str,
         *,
         open_reader: Callable[[], TopicReader],
-        slim: Callable[[DeadLetter], DeadLetter],
         new_tally: Callable[[], DeadLetterTally],
         wait_idle: Callable[[], object],
         poll_interval_s: float,
@@ -250,7 +288,6 @@ class _TopicIndexer:
     ) -> None:
         self.dlq_topic = dlq_topic
         self._open_reader = open_reader
-        self._slim = slim
         self._new_tally = new_tally
         self._wait_idle = wait_idle
         self._poll_interval_s = poll_interval_s
@@ -375,7 +412,7 @@ class _TopicIndexer:
             self._state.notify_all()  # a waiting view learns whether this read is long
         pending: list[DeadLetter] = []
         for message in reader.scan(ranges):
-            pending.append(self._slim(DeadLetter.from_message(message)))
+            pending.append(DeadLetter.from_message(message))
             if len(pending) >= self._batch:
                 self._add(pending)
                 pending = []
@@ -408,11 +445,10 @@ class DeadLetterIndex:
 
     One thread per topic, each with its own reader from ``open_reader``, reads the topic
     from :meth:`start` on, then checks its end every ``poll_interval_s`` and as soon as
-    a page asks (:meth:`view`), and reads only what was written since. Memory: the
-    letters are kept slim (no key, value or original headers; the message cut to
-    ``message_chars``) in a :class:`DeadLetterTally`; a letter's page reads the full
-    record. A failed check (topic missing, broker down) is logged, shown by
-    :meth:`view` and retried.
+    a page asks (:meth:`view`), and reads only what was written since, into a
+    :class:`DeadLetterTally` (about 21 bytes a letter, plus a few slim samples per
+    class; a letter's page reads the full record). A failed check (topic missing,
+    broker down) is logged, shown by :meth:`view` and retried.
 
     Pages first: between batches of ``batch`` letters a read waits while ``foreground``
     has a request in flight (up to ``yield_s``), as decoding letters holds the GIL
@@ -440,15 +476,15 @@ class DeadLetterIndex:
                 "poll_interval_s must be > 0, fresh_wait_s >= 0 and batch >= 1, not "
                 f"{poll_interval_s}, {fresh_wait_s}, {batch}"
             )
-        self._message_chars = message_chars
         self._fresh_wait_s = fresh_wait_s
         pages = foreground or Foreground()
         self._topics = {
             topic: _TopicIndexer(
                 topic,
                 open_reader=open_reader,
-                slim=self._slim,
-                new_tally=lambda: DeadLetterTally(max_redrives=max_redrives),
+                new_tally=lambda: DeadLetterTally(
+                    max_redrives=max_redrives, message_chars=message_chars
+                ),
                 wait_idle=lambda: pages.wait_idle(yield_s),
                 poll_interval_s=poll_interval_s,
                 batch=batch,
@@ -491,14 +527,3 @@ class DeadLetterIndex:
         deadline = time.monotonic() + timeout_s
         for indexer in self._topics.values():
             indexer.join(max(0.0, deadline - time.monotonic()))
-
-    def _slim(self, letter: DeadLetter) -> DeadLetter:
-        return dataclasses.replace(
-            letter,
-            key=None,
-            value=None,
-            headers=[],
-            error_class=sys.intern(letter.error_class),
-            source_topic=sys.intern(letter.source_topic),
-            error_message=letter.error_message[: self._message_chars],
-        )

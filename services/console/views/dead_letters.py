@@ -18,12 +18,9 @@ from consumers.ops import (
     ErrorClassSummary,
     LetterFilter,
     RedriveReport,
-    ledger_version,
     redrive_dead_letters,
     redrive_ledger,
-    redriven_positions,
 )
-from consumers.ops.positions import has_table
 from schemas import EventDeserializer
 from services.console.access import Session
 from services.console.dead_letters import (
@@ -61,17 +58,7 @@ def _summary(request: Request, dlq: str, samples: int) -> tuple[list[ErrorClassS
     index is still reading the topic (the view says which). Never reads the topic."""
     resources = resources_of(request)
     with resources.conn() as conn:
-        # The ledger's positions, read again only when a redrive was recorded.
-        redriven = resources.cached(
-            f"dlq-ledger:{dlq}",
-            300.0,
-            lambda: (
-                redriven_positions(conn, resources.schema, dlq)
-                if has_table(conn, resources.schema, "dlq_redrives")
-                else {}
-            ),
-            version=ledger_version(conn, resources.schema, dlq),
-        )
+        redriven = resources.redriven(conn, dlq)
     index = resources.dead_letters.view(dlq, redriven=redriven, samples=samples)
     return index.summary, index
 
@@ -103,7 +90,7 @@ def _overview_topics(request: Request) -> list[dict[str, Any]]:
 
 
 def _indexing(topics: list[dict[str, Any]]) -> bool:
-    return any(t["index"] is None or not t["index"].complete for t in topics)
+    return any(t["index"] is not None and not t["index"].complete for t in topics)
 
 
 @router.get("/dead-letters", response_class=HTMLResponse)

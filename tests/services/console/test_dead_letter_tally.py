@@ -58,9 +58,7 @@ def test_tally_summary_equals_summarize(seed: int) -> None:
     for samples in (0, 3, 5):
         expected = summarize(letters, redriven=ledger, max_redrives=3, samples=samples)
         assert tally.summary(redriven=ledger, samples=samples) == expected
-    assert any(entry.redriven and entry.at_cap for entry in expected)  # both paths taken
-    assert tally.find(letters[10].partition, letters[10].offset) is letters[10]
-    assert tally.find(0, 10_000_000) is None
+    assert any(entry.redriven and entry.at_cap for entry in expected)  # both counted
 
 
 def test_tally_refuses_a_partition_out_of_order() -> None:

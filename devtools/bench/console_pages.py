@@ -21,7 +21,9 @@ def run(ctx: BenchContext) -> list[Figure]:
             f"render {page}",
             ms,
             "ms",
-            target=Target("<=", 200, on="value"),
+            # The worst single view while the index reads is shown, not targeted: on the
+            # shared machine one view in a run can wait for the CPU, whatever it does.
+            target=None if ", max" in page else Target("<=", 200, on="value"),
             note=note + ("" if "(" in page else "; median of 5"),
         )
         for page, ms in timings.items()

@@ -38,6 +38,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_MAX_BACKOFF_S = 30.0  # between retries of a failing topic when no page asks
+
 
 def dlq_topics(pipelines: Iterable[Pipeline]) -> list[tuple[str, str]]:
     """``(pipeline name, dead-letter topic)`` of every source topic of every sink."""
@@ -365,11 +367,15 @@ class _TopicIndexer:
                     if reader is None:
                         reader = self._open_reader()
                     self._catch_up(reader)
+                    if failures:
+                        logger.info("dlq index %s: reading again", self.dlq_topic)
                     failures = 0
                 except Exception as exc:  # any failure: shown on the page, retried below
                     failures += 1
                     error = f"{type(exc).__name__}: {exc}"
-                    logger.warning("dlq index %s: %s (retrying)", self.dlq_topic, error)
+                    # Once a failure, not every retry (a missing topic would log each second).
+                    log = logger.warning if error != self._error else logger.debug
+                    log("dlq index %s: %s (retrying)", self.dlq_topic, error)
                     if not isinstance(exc, OpsError) and reader is not None:
                         reader.close()  # a reader in an unknown state is built again
                         reader = None
@@ -379,10 +385,10 @@ class _TopicIndexer:
                     self._served = max(self._served, ask)
                     self._state.notify_all()
                 # Idle until a page asks or the poll interval passes; after a failure,
-                # back off (0.5 s doubling, capped by the poll interval).
+                # back off: 0.5 s doubling up to _MAX_BACKOFF_S (a page's view retries now).
                 delay = self._poll_interval_s
                 if failures:
-                    delay = min(self._poll_interval_s, 0.5 * 2 ** min(failures, 10))
+                    delay = min(_MAX_BACKOFF_S, 0.5 * 2 ** min(failures, 10))
                 self._wake.wait(delay)
                 self._wake.clear()
         finally:

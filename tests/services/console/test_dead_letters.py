@@ -4,22 +4,30 @@ first view of a large topic while the background index reads it."""
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
+from consumers import dead_letter_topic
 from consumers.embedded import EmbeddedWorker
 from consumers.ops import redriven_positions
+from producers import EventPublisher
 from schemas import AuditEvent, EventDeserializer
+from services.console import AuditTrail, Pipeline, create_app
 from tests.consumers.ops.support import ops_clients, produce_stamped, read_topic, topic_size
 from tests.consumers.ops.test_cli import run_cli
 from tests.consumers.support import count_rows
 from tests.services.console.conftest import (
     OPERATOR_KEY,
+    VERIFIER,
     ConsoleEnv,
     csrf_of,
     fill_dead_letter_topic,
@@ -216,3 +224,47 @@ def test_first_view_of_a_large_topic_is_partial_at_once_then_complete_as_dlq_sho
     expected = _cli_counts(cli.stdout)
     assert sum(count for count, _r, _c in expected.values()) == n
     assert _page_counts(complete.text) == expected
+
+
+def _text(response: Any) -> str:
+    return html.unescape(response.text)
+
+
+def test_a_missing_dead_letter_topic_is_one_line_on_the_page_until_it_exists(
+    console_env: ConsoleEnv, make_topic: Callable[..., str], unique: Callable[[str], str]
+) -> None:
+    env = console_env
+    topic = make_topic("orphan", partitions=1)  # its .dlq is not created yet
+    dlq = dead_letter_topic(topic)
+    pipeline = Pipeline("orphan", unique("g"), (topic,), "audit_events", sink="audit")
+    config = dataclasses.replace(env.config, pipelines=(pipeline,))
+    publisher = EventPublisher(
+        settings=env.settings, producer="console-tests", registry=CollectorRegistry()
+    )
+    app = create_app(
+        env.settings, config, verifier=VERIFIER, audit=AuditTrail(publisher, topic=env.audit_topic)
+    )
+    try:
+        with TestClient(app) as client:
+            operator = signed_in(client, OPERATOR_KEY)
+            missing = f"indexing {dlq}: TopicNotFoundError: topic '{dlq}' does not exist"
+            assert wait_for(
+                lambda: missing in _text(operator.get(f"/dead-letters/{dlq}")), timeout=30
+            )
+            assert (
+                "not indexed yet: the last attempt failed"
+                in operator.get(f"/dead-letters/{dlq}").text
+            )
+            assert missing in _text(operator.get("/dead-letters"))
+
+            make_topic(name=dlq, partitions=1)
+            # The next views retry at once: the topic is indexed, empty, the problem gone.
+            assert wait_for(
+                lambda: "no dead letters" in operator.get(f"/dead-letters/{dlq}").text,
+                timeout=60,
+            )
+            page = operator.get(f"/dead-letters/{dlq}").text
+            assert "TopicNotFoundError" not in page
+            assert "data-indexing" not in page
+    finally:
+        publisher.close(10)

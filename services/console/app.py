@@ -16,6 +16,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from consumers.ops import TopicReader
 from runtime import Settings
 from services.console.access import KeyVerifier, Principal, SessionStore
 from services.console.audit import AuditTrail
@@ -37,6 +38,7 @@ from services.console.web import (
     read_form,
     render,
     sessions_of,
+    warm_templates,
 )
 
 __all__ = ["create_app"]
@@ -64,6 +66,7 @@ def create_app(
     sessions: SessionStore | None = None,
     secure_cookies: bool = False,
     link_sign_in: bool = False,
+    open_reader: Callable[[], TopicReader] | None = None,
 ) -> FastAPI:
     """The console app; its resources open at start-up and close at shutdown.
 
@@ -74,12 +77,18 @@ def create_app(
         link_sign_in: accept the key in the sign-in URL (``/login?key=``), for the link
             `sidestream console` prints locally; off, a key in a URL is ignored (URLs end
             up in histories and logs).
+        open_reader: builds the dead-letter index's topic readers (default: from
+            ``settings``).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        resources = ConsoleResources(settings, config, audit)
+        resources = ConsoleResources(settings, config, audit, open_reader=open_reader)
         app.state.resources = resources
+        resources.start()
+        # What a first view would otherwise pay for: compiling templates, the ledgers.
+        await in_thread(warm_templates)
+        await in_thread(resources.prefetch_ledgers)
 
         def recorded(job: ReplayJob) -> None:
             audit.record(
@@ -132,6 +141,17 @@ def create_app(
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    @app.middleware("http")
+    async def pages_first(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # While a request is served, the dead-letter index's reads step aside.
+        resources: ConsoleResources | None = getattr(app.state, "resources", None)
+        if resources is None:  # not started (or already shut down)
+            return await call_next(request)
+        with resources.foreground.serving():
+            return await call_next(request)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

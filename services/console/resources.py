@@ -9,6 +9,7 @@ thread-safe; an operator console has few concurrent readers).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,15 +20,19 @@ from typing import Any, TypeVar, cast
 
 import psycopg
 
-from consumers.ops import GroupInspector, TopicReader
+from consumers.ops import GroupInspector, TopicReader, ledger_version, redriven_positions
+from consumers.ops.positions import has_table
 from runtime import Settings
 from runtime.clients import kafka_producer, postgres_connect
 from services.console.audit import AuditTrail
-from services.console.dead_letters import DeadLetterIndex
+from services.console.dead_letters import DeadLetterIndex, dlq_topics
+from services.console.foreground import Foreground
 from services.console.metrics import MetricsScraper
 from services.console.pipelines import Pipeline
 
 __all__ = ["ConsoleConfig", "ConsoleResources"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -45,6 +50,11 @@ class ConsoleConfig:
         alerts_topic: the live-analytics alert topic (None: no alerts panel).
         max_redrives: the redrive cap, as ``sidestream dlq redrive --max-redrives``.
         page_size: rows per listing (dead letters, notifications, ledger).
+        dlq_poll_interval_s: how often the dead-letter index checks each ``.dlq`` topic
+            for new letters (a page's view also asks for a check at once).
+        dlq_fresh_wait_s: how long a dead-letter page may wait for that check before
+            rendering what is indexed (never for a long read); 0: never waits, the page
+            says when the topic's end was last checked.
         operator_tenants: when set, only keys of these tenants may sign in (an API key
             belongs to one tenant: a customer's admin key must not open the platform's
             console); None: any tenant's (the local keys are not tenant-bound).
@@ -58,6 +68,8 @@ class ConsoleConfig:
     max_redrives: int = 3
     page_size: int = 50
     operator_tenants: frozenset[str] | None = None
+    dlq_poll_interval_s: float = 1.0
+    dlq_fresh_wait_s: float = 0.0
 
     def pipeline(self, name: str) -> Pipeline:
         for pipeline in self.pipelines:
@@ -67,16 +79,37 @@ class ConsoleConfig:
 
 
 class ConsoleResources:
-    """Clients shared by every page; :meth:`close` them at shutdown."""
+    """Clients shared by every page; :meth:`start` the background work (the dead-letter
+    index), :meth:`close` them at shutdown.
 
-    def __init__(self, settings: Settings, config: ConsoleConfig, audit: AuditTrail) -> None:
+    Args:
+        open_reader: builds a topic reader (default: from ``settings``); each ``.dlq``
+            topic's index thread opens its own.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: ConsoleConfig,
+        audit: AuditTrail,
+        *,
+        open_reader: Callable[[], TopicReader] | None = None,
+    ) -> None:
         self.settings = settings
         self.config = config
         self.schema = config.schema or settings.postgres_schema
         self.audit = audit
         self.groups = GroupInspector.from_settings(settings)
         self.scraper = MetricsScraper(config.targets_dir)
-        self.dead_letters = DeadLetterIndex()  # used under the reader lock
+        self.foreground = Foreground()  # requests in flight: background work steps aside
+        self.dead_letters = DeadLetterIndex(
+            (topic for _, topic in dlq_topics(config.pipelines)),
+            open_reader=open_reader or (lambda: TopicReader.from_settings(settings)),
+            max_redrives=config.max_redrives,
+            foreground=self.foreground,
+            poll_interval_s=config.dlq_poll_interval_s,
+            fresh_wait_s=config.dlq_fresh_wait_s,
+        )
         self._reader: TopicReader | None = None
         self._reader_lock = threading.Lock()
         self._cache: dict[str, tuple[float, object, object]] = {}
@@ -97,6 +130,32 @@ class ConsoleResources:
         with self._cache_lock:
             self._cache[key] = (now, version, value)
         return value
+
+    def redriven(self, conn: psycopg.Connection[Any], dlq_topic: str) -> dict[tuple[int, int], int]:
+        """The redrive ledger's positions of ``dlq_topic`` (→ recorded record timestamp),
+        read again only when a redrive was recorded (none without a ledger table)."""
+        return self.cached(
+            f"dlq-ledger:{dlq_topic}",
+            300.0,
+            lambda: (
+                redriven_positions(conn, self.schema, dlq_topic)
+                if has_table(conn, self.schema, "dlq_redrives")
+                else {}
+            ),
+            version=ledger_version(conn, self.schema, dlq_topic),
+        )
+
+    def prefetch_ledgers(self) -> None:
+        """Read each ``.dlq`` topic's ledger positions once at start-up, so that no first
+        view pays for it (10k redrives: ~20 ms idle, several times that on a busy
+        machine). Best effort: a failure is logged and the page reads the ledger itself."""
+        for _pipeline, dlq in dlq_topics(self.config.pipelines):
+            try:
+                with self.conn() as conn:
+                    self.redriven(conn, dlq)
+            except psycopg.Error as exc:
+                logger.warning("console: ledger of %s not prefetched: %s", dlq, exc)
+                return  # Postgres is not there: the pages will say so
 
     @contextmanager
     def conn(self) -> Iterator[psycopg.Connection[Any]]:
@@ -123,7 +182,12 @@ class ConsoleResources:
         finally:
             producer.flush(10)
 
+    def start(self) -> None:
+        """Start indexing every sink's ``.dlq`` topic in the background."""
+        self.dead_letters.start()
+
     def close(self) -> None:
+        self.dead_letters.close()
         with self._reader_lock:
             if self._reader is not None:
                 self._reader.close()

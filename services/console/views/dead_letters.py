@@ -1,6 +1,11 @@
 """``/dead-letters``: every ``.dlq`` topic by error class; one topic's classes, samples
 and redrive ledger; one letter decoded; redrive = a dry-run preview, then a confirmed
-run — both :func:`consumers.ops.redrive_dead_letters`, as ``sidestream dlq redrive``."""
+run — both :func:`consumers.ops.redrive_dead_letters`, as ``sidestream dlq redrive``.
+
+Counts come from the console's background index (:class:`DeadLetterIndex`): a page never
+reads a topic. While a topic is still being indexed its counts are shown as partial and
+its table refreshes itself until complete. A redrive (preview and run) reads the topic
+whole instead: a partial index never chooses what is sent."""
 
 from __future__ import annotations
 
@@ -13,14 +18,18 @@ from consumers.ops import (
     ErrorClassSummary,
     LetterFilter,
     RedriveReport,
-    dead_letter_summary,
-    ledger_version,
     redrive_dead_letters,
     redrive_ledger,
 )
 from schemas import EventDeserializer
 from services.console.access import Session
-from services.console.dead_letters import decode_value, dlq_topics, header_rows, letter_at
+from services.console.dead_letters import (
+    IndexView,
+    decode_value,
+    dlq_topics,
+    header_rows,
+    letter_at,
+)
 from services.console.web import (
     Form,
     SessionDep,
@@ -44,38 +53,66 @@ def _known(request: Request, dlq: str) -> str:
     return dlq
 
 
-def _summary(request: Request, dlq: str, samples: int) -> list[ErrorClassSummary]:
+def _summary(request: Request, dlq: str, samples: int) -> tuple[list[ErrorClassSummary], IndexView]:
+    """``dlq`` by error class from the console's index: complete, or partial while the
+    index is still reading the topic (the view says which). Never reads the topic."""
     resources = resources_of(request)
-    with resources.conn() as conn, resources.reader() as reader:
-        letters = resources.dead_letters.letters(reader, dlq)
-        # Recomputed when a letter arrives or a redrive is recorded, else reused.
-        version = (len(letters), ledger_version(conn, resources.schema, dlq))
-        return resources.cached(
-            f"dlq-summary:{dlq}:{samples}",
-            300.0,
-            lambda: dead_letter_summary(
-                conn=conn,
-                reader=reader,
-                schema=resources.schema,
-                dlq_topic=dlq,
-                max_redrives=resources.config.max_redrives,
-                samples=samples,
-                letters=letters,
-            ),
-            version=version,
-        )
+    with resources.conn() as conn:
+        redriven = resources.redriven(conn, dlq)
+    index = resources.dead_letters.view(dlq, redriven=redriven, samples=samples)
+    return index.summary, index
 
 
-@router.get("/dead-letters", response_class=HTMLResponse)
-def overview(request: Request, session: SessionDep) -> HTMLResponse:
+def _index_problems(index: IndexView | None, problems: list[str]) -> None:
+    if index is not None and index.error is not None:
+        problems.append(f"indexing {index.dlq_topic}: {index.error}")
+
+
+def _overview_topics(request: Request) -> list[dict[str, Any]]:
     resources = resources_of(request)
     topics: list[dict[str, Any]] = []
     for pipeline, dlq in dlq_topics(resources.config.pipelines):
         summary: list[ErrorClassSummary] = []
+        index: IndexView | None = None
         with shown_errors() as problems:
-            summary = _summary(request, dlq, samples=0)
-        topics.append({"pipeline": pipeline, "dlq": dlq, "summary": summary, "problems": problems})
-    return render(request, "dead_letters.html", session, topics=topics, title="Dead letters")
+            summary, index = _summary(request, dlq, samples=0)
+        _index_problems(index, problems)
+        topics.append(
+            {
+                "pipeline": pipeline,
+                "dlq": dlq,
+                "summary": summary,
+                "problems": problems,
+                "index": index,
+            }
+        )
+    return topics
+
+
+def _indexing(topics: list[dict[str, Any]]) -> bool:
+    return any(t["index"] is not None and not t["index"].complete for t in topics)
+
+
+@router.get("/dead-letters", response_class=HTMLResponse)
+def overview(request: Request, session: SessionDep) -> HTMLResponse:
+    topics = _overview_topics(request)
+    return render(
+        request,
+        "dead_letters.html",
+        session,
+        topics=topics,
+        indexing=_indexing(topics),
+        title="Dead letters",
+    )
+
+
+@router.get("/dead-letters/table", response_class=HTMLResponse)
+def overview_table(request: Request, session: SessionDep) -> HTMLResponse:
+    """The overview's table alone: what the page refreshes while a topic is indexed."""
+    topics = _overview_topics(request)
+    return render(
+        request, "_dead_letters_table.html", session, topics=topics, indexing=_indexing(topics)
+    )
 
 
 def _topic_page(
@@ -86,21 +123,25 @@ def _topic_page(
     preview: RedriveReport | None = None,
     form: Form | None = None,
     status_code: int = 200,
+    template: str = "dead_letter_topic.html",
 ) -> HTMLResponse:
     resources = resources_of(request)
     summary: list[ErrorClassSummary] = []
+    index: IndexView | None = None
     ledger = []
     with shown_errors() as problems:
         with resources.conn() as conn:
             ledger = redrive_ledger(conn, resources.schema, dlq, limit=resources.config.page_size)
-        summary = _summary(request, dlq, samples=5)
+        summary, index = _summary(request, dlq, samples=5)
+    _index_problems(index, problems)
     return render(
         request,
-        "dead_letter_topic.html",
+        template,
         session,
         status_code=status_code,
         dlq=dlq,
         summary=summary,
+        index=index,
         ledger=ledger,
         problems=problems,
         preview=preview,
@@ -113,6 +154,12 @@ def _topic_page(
 @router.get("/dead-letters/{dlq}", response_class=HTMLResponse)
 def topic_page(request: Request, session: SessionDep, dlq: str) -> HTMLResponse:
     return _topic_page(request, session, _known(request, dlq))
+
+
+@router.get("/dead-letters/{dlq}/classes", response_class=HTMLResponse)
+def topic_classes(request: Request, session: SessionDep, dlq: str) -> HTMLResponse:
+    """The topic page's error classes alone: what the page refreshes while indexing."""
+    return _topic_page(request, session, _known(request, dlq), template="_dlq_classes.html")
 
 
 @router.get("/dead-letters/{dlq}/{partition}/{offset}", response_class=HTMLResponse)

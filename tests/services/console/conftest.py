@@ -3,20 +3,27 @@ an audit topic), and the console app over them with an in-test key verifier."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from confluent_kafka import Message
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from consumers import WorkerOptions, dead_letter_topic
+from consumers.dead_letters import HEADER_PREFIX
+from consumers.ops import TopicReader
+from consumers.ops.reader import Key
+from consumers.ops.redrive import REDRIVE_COUNT_HEADER
 from producers import EventPublisher
 from runtime import Settings
+from runtime.clients import kafka_producer
 from services.console import (
     AuditTrail,
     ConsoleConfig,
@@ -159,3 +166,54 @@ def console_url(console_env: ConsoleEnv) -> Iterator[str]:
 
     with served(console_env.app) as url:
         yield url
+
+
+_CLASSES = ("CheckViolation", "DecodeError", "UnknownSchemaError", "NotNullViolation")
+
+
+def fill_dead_letter_topic(settings: Settings, topic: str, dlq: str, n: int, stamp_ms: int) -> None:
+    """``n`` dead letters of ``topic`` straight onto ``dlq`` (record timestamp
+    ``stamp_ms``), four classes in turn; every ninth one carries the redrive cap (3)."""
+    producer = kafka_producer(settings, **{"linger.ms": 50})
+    for i in range(n):
+        headers: list[tuple[str, str | bytes | None]] = [
+            (HEADER_PREFIX + "source.topic", topic.encode()),
+            (HEADER_PREFIX + "source.partition", b"0"),
+            (HEADER_PREFIX + "source.offset", str(i).encode()),
+            (HEADER_PREFIX + "error.class", _CLASSES[i % len(_CLASSES)].encode()),
+            (HEADER_PREFIX + "error.message", b"23514: new row violates check constraint"),
+            (HEADER_PREFIX + "time", str(stamp_ms + i).encode()),
+        ]
+        if i % 9 == 0:
+            headers.append((REDRIVE_COUNT_HEADER, b"3"))
+        producer.produce(dlq, value=b"x", key=b"k", headers=headers, timestamp=stamp_ms)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def gated_console(
+    env: ConsoleEnv, gate: threading.Event, *, after: int
+) -> tuple[FastAPI, EventPublisher]:
+    """The console of ``env`` whose dead-letter index reads with a real reader that stops
+    after ``after`` letters until ``gate`` is set: a test sees the partial state for as
+    long as it needs (close the publisher after)."""
+
+    class GatedReader(TopicReader):
+        def scan(self, ranges: Mapping[Key, tuple[int, int]]) -> Iterator[Message]:
+            for i, message in enumerate(super().scan(ranges)):
+                if i == after:
+                    assert gate.wait(120), "the test never opened the gate"
+                yield message
+
+    publisher = EventPublisher(
+        settings=env.settings, producer="console-tests", registry=CollectorRegistry()
+    )
+    app = create_app(
+        env.settings,
+        env.config,
+        verifier=VERIFIER,
+        audit=AuditTrail(publisher, topic=env.audit_topic),
+        # The gate may hold a read longer than the reader's default 10 s without progress.
+        open_reader=lambda: GatedReader.from_settings(env.settings, timeout_s=180),
+    )
+    return app, publisher

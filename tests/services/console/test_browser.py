@@ -6,6 +6,7 @@ a screenshot under ``.artifacts/console/``."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,8 +19,14 @@ from runtime import ObservabilityServer
 from runtime.clients import postgres_connect
 from runtime.observability import write_target_file
 from tests.consumers.support import count_rows
-from tests.services.console.browser import screenshot_path
-from tests.services.console.conftest import OPERATOR_KEY, READER_KEY, ConsoleEnv
+from tests.services.console.browser import screenshot_path, served
+from tests.services.console.conftest import (
+    OPERATOR_KEY,
+    READER_KEY,
+    ConsoleEnv,
+    fill_dead_letter_topic,
+    gated_console,
+)
 from tests.services.console.test_analytics import bench_results, live_windows, spike
 from tests.services.console.test_dead_letters import make_dead_letters
 from tests.services.console.test_deliveries import failed_notifications
@@ -183,3 +190,33 @@ def test_a_read_only_user_sees_everything_and_cannot_act(
         }"""
     )
     assert status == 403
+
+
+def test_a_topic_still_being_indexed_refreshes_itself_until_complete(
+    console_env: ConsoleEnv, page: Any
+) -> None:
+    """The first view of a topic the index is still reading shows how far it got, no
+    redrive form, and swaps in the fresh table every second until the index completes;
+    then it stops refreshing and offers the redrive."""
+    env = console_env
+    fill_dead_letter_topic(env.settings, env.topic, env.dlq, 2000, int(time.time() * 1000))
+    gate = threading.Event()
+    app, publisher = gated_console(env, gate, after=500)
+    try:
+        with served(app) as url:
+            sign_in(page, url, OPERATOR_KEY)
+            page.goto(f"{url}/dead-letters/{env.dlq}")
+            page.wait_for_selector("#dlq-classes[data-refreshed] >> text=indexing: 500 of ~2,000")
+            assert page.locator("text=Preview redrive (dry run)").count() == 0
+            assert "≥ 125" in page.locator("tr[data-class=CheckViolation]").inner_text()
+            page.screenshot(path=screenshot_path("dead-letters-indexing"), full_page=True)
+            gate.set()
+            page.wait_for_selector("#dlq-classes[data-refresh-done]")
+            row = page.locator("tr[data-class=CheckViolation]")
+            assert "500" in row.inner_text()
+            assert "≥" not in row.inner_text()
+            assert row.locator("input[type=checkbox]").count() == 1
+            assert page.locator("text=Preview redrive (dry run)").count() == 1
+    finally:
+        gate.set()
+        publisher.close(10)

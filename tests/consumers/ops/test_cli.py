@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ from consumers import WorkerOptions, dead_letter_topic
 from consumers.ops.positions import has_table, stored_offsets
 from consumers.ops.redrive import redriven_positions
 from runtime import Settings
-from runtime.environment import child_environment
 from tests.consumers.ops.support import (
     offsets_rows,
     ops_clients,
@@ -32,22 +30,10 @@ from tests.consumers.ops.support import (
     topic_size,
 )
 from tests.consumers.support import count_rows
+from tests.support.cli import cli_command, run_cli
 from tests.support.events import audit_event
 from tests.support.waiting import wait_for
 from tests.support.workers import StartWorker
-
-
-def _command(settings: Settings, module: str, *args: str) -> tuple[list[str], dict[str, str]]:
-    code = f"from sidestream.{module} import app; app(prog_name='sidestream')"
-    env = child_environment(settings, extra={"SIDESTREAM_LOG_FORMAT": "json", "COLUMNS": "200"})
-    return [sys.executable, "-c", code, *args], env
-
-
-def run_cli(settings: Settings, module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    command, env = _command(settings, module, *args)
-    return subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=180, check=False
-    )
 
 
 @pytest.fixture
@@ -289,7 +275,7 @@ def test_a_killed_shadow_replay_resumes_and_completes_without_duplicates(
         stamps_ms=[now - count + i for i in range(count)],
     )
     args = ("--sink", "audit", "--topic", topic, "--target-schema", shadow_schema)
-    command, env = _command(
+    command, env = cli_command(
         stack_settings, "replay_cmd", *args, "--from-beginning", "--rate", "2000"
     )
     log = tmp_path / "replay.log"

@@ -23,7 +23,6 @@ from producers import EventPublisher
 from schemas import AuditEvent, EventDeserializer
 from services.console import AuditTrail, Pipeline, create_app
 from tests.consumers.ops.support import ops_clients, produce_stamped, read_topic, topic_size
-from tests.consumers.ops.test_cli import run_cli
 from tests.consumers.support import count_rows
 from tests.services.console.conftest import (
     OPERATOR_KEY,
@@ -34,6 +33,7 @@ from tests.services.console.conftest import (
     gated_console,
     signed_in,
 )
+from tests.support.cli import run_cli
 from tests.support.events import audit_event
 from tests.support.waiting import wait_for
 

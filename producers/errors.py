@@ -91,8 +91,6 @@ class BrokersUnreachableError(ProducerError, ConnectionError):
     """No broker answered within `timeout_s`; the librdkafka error is the ``__cause__``."""
 
     def __init__(self, *, bootstrap: str, timeout_s: float, error: str) -> None:
-        super().__init__(
-            f"no Kafka broker at {bootstrap} answered within {timeout_s:g}s: {error}"
-        )
+        super().__init__(f"no Kafka broker at {bootstrap} answered within {timeout_s:g}s: {error}")
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s

@@ -37,6 +37,7 @@ polling fallback every ``poll_interval_s``; every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -53,8 +54,8 @@ from psycopg import sql
 from producers.errors import OutboxError
 from producers.metrics import RelayMetrics
 from producers.outbox import NOTIFY_CHANNEL, outbox_table
-from runtime import Settings
-from runtime.clients import postgres_connect, producer_config
+from runtime import ObservabilityServer, Settings
+from runtime.clients import kafka_reachable, postgres_connect, producer_config
 from runtime.outages import LineLimiter
 from runtime.retry import Backoff, is_transient_database_error
 from runtime.settings import setting_default
@@ -181,6 +182,7 @@ class OutboxRelay:
         config: RelayConfig | None = None,
         registry: CollectorRegistry = REGISTRY,
         clock: Callable[[], float] = time.monotonic,
+        unready_after_s: float = 30.0,
     ) -> None:
         self._connect = connect
         self._config = config or RelayConfig()
@@ -196,12 +198,20 @@ class OutboxRelay:
         self._queries: dict[str, sql.Composed] = {}
         self._next_metrics = 0.0
         self._next_prune = 0.0
+        self._unready_after_s = unready_after_s
+        self._failing_since: float | None = None
         self.stats = RelayStats()
 
     @property
     def schema(self) -> str | None:
         """The schema of the outbox table (known once connected)."""
         return self._schema
+
+    def ready(self) -> bool:
+        """False once Postgres has been failing for ``unready_after_s`` (for ``/readyz``;
+        :func:`run_relay` adds whether the producer reaches Kafka)."""
+        since = self._failing_since
+        return since is None or self._clock() - since < self._unready_after_s
 
     # --- the loop -------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -214,11 +224,15 @@ class OutboxRelay:
         failures = 0
         try:
             while not stop.is_set():
+                # The producer's log lines and errors (a broker that is away) reach the
+                # process's outage reporter only through poll(), even while idle.
+                self._kafka().poll(0)
                 try:
                     # LISTEN before claiming: a row committed after this claim finds
                     # nothing still wakes the wait below.
                     self._listening()
                     result = self.relay_once()
+                    self._failing_since = None
                     self._housekeeping()
                     if result.failed:
                         failures += 1
@@ -231,6 +245,8 @@ class OutboxRelay:
                     if not is_transient_database_error(exc):
                         raise
                     failures += 1
+                    if self._failing_since is None:
+                        self._failing_since = self._clock()
                     self._metrics.failures.labels(self._label, "postgres").inc()
                     delay = self._config.backoff(failures)
                     reason = " ".join(str(exc).split("\n", 1)[0].split())
@@ -270,13 +286,18 @@ class OutboxRelay:
         if failed:
             self.stats.failed_batches += 1
             self._metrics.failures.labels(self._label, "kafka").inc()
-            logger.warning(
-                "outbox relay: %d of %d rows not delivered (first: row %d, %s); they stay pending",
-                len(failed),
-                len(rows),
-                failed[0][0],
-                failed[0][1],
-            )
+            # While Kafka is away every batch fails alike: one line a minute.
+            held = self._outage_lines.admit(("kafka",))
+            if held is not None:
+                logger.warning(
+                    "outbox relay: %d of %d rows not delivered (first: row %d, %s); they stay "
+                    "pending%s",
+                    len(failed),
+                    len(rows),
+                    failed[0][0],
+                    failed[0][1],
+                    held,
+                )
         return BatchResult(len(rows), len(sent), len(failed))
 
     def prune(self) -> int:
@@ -543,12 +564,15 @@ def run_relay(
     schema: str | None = None,
     registry: CollectorRegistry = REGISTRY,
     config: RelayConfig | None = None,
+    serve_metrics: bool = False,
 ) -> None:
     """Run an outbox relay for ``sidestream worker run outbox-relay`` until `stop` is set.
 
-    The caller owns signals (SIGTERM sets `stop`) and the /metrics server. `schema`
-    defaults to ``settings.postgres_schema``; its ``outbox`` table must exist. `config`
-    defaults to :meth:`RelayConfig.from_settings`.
+    The caller owns signals (SIGTERM sets `stop`). `schema` defaults to
+    ``settings.postgres_schema``; its ``outbox`` table must exist. `config` defaults to
+    :meth:`RelayConfig.from_settings`. With `serve_metrics` it serves ``/metrics``,
+    ``/healthz`` and ``/readyz`` (ready: Postgres answers and the producer reaches Kafka)
+    on the settings' metrics address.
     """
     target = schema or settings.postgres_schema
     relay = OutboxRelay(
@@ -557,9 +581,21 @@ def run_relay(
         schema=target,
         config=config or RelayConfig.from_settings(settings),
         registry=registry,
+        unready_after_s=settings.consumer_retry_deadline_s,
     )
-    logger.info("outbox relay started on schema %s", target)
-    relay.run(stop)
+    server = (
+        ObservabilityServer(
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            registry=registry,
+            ready=lambda: relay.ready() and kafka_reachable(settings),
+        )
+        if serve_metrics
+        else contextlib.nullcontext()
+    )
+    with server:
+        logger.info("outbox relay started on schema %s", target)
+        relay.run(stop)
     logger.info(
         "outbox relay stopped: %d rows relayed in %d batches",
         relay.stats.relayed,

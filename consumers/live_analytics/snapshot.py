@@ -116,13 +116,14 @@ class SnapshotWriter:
                 self._metrics.snapshot_retries.inc()
                 delay = self._backoff.delay(attempt)
                 attempt += 1
-                logger.warning(
-                    "writing %d window counts failed (%s), retry %d in %.2f s",
-                    len(rows),
-                    exc,
-                    attempt,
-                    delay,
-                )
+                if attempt == 1:  # once per write: it retries every few seconds
+                    logger.warning(
+                        "writing %d window counts failed (%s); retrying until the database "
+                        "answers (not ready after %.0f s)",
+                        len(rows),
+                        " ".join(str(exc).split()),
+                        self._retry_deadline_s,
+                    )
                 if stop.wait(delay):
                     raise SnapshotWriteError(
                         f"stopped before {len(rows)} window counts were written: {exc}",

@@ -469,7 +469,7 @@ class OutboxRelay:
         if row is None or row[0] is None:
             raise OutboxError(
                 f"no outbox table in schema {self._schema!r}: apply the producers "
-                "migrations first (sidestream migrate)"
+                "migrations first (sidestream db migrate)"
             )
 
     def _prepare_queries(self) -> None:

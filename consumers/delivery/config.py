@@ -94,6 +94,9 @@ class DeliveryConfig:
     """SIGTERM: deliveries in flight may finish within this; the rest are released."""
     db_pool_size: int = 4
     db_timeout_s: float = 10.0
+    unready_after_s: float = 30.0
+    """Postgres unanswered this long (at least 3 idle waits): ``/readyz`` says not ready;
+    the worker keeps retrying (``SIDESTREAM_CONSUMER_RETRY_DEADLINE_S``)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -124,6 +127,7 @@ class DeliveryConfig:
             "metrics_interval_s",
             "shutdown_deadline_s",
             "db_timeout_s",
+            "unready_after_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -209,6 +213,7 @@ class DeliveryConfig:
                 "circuit_failure_threshold": s.delivery_circuit_failure_threshold,
                 "circuit_cooldown_s": s.delivery_circuit_cooldown_s,
                 "lease_s": s.delivery_lease_s,
+                "unready_after_s": s.consumer_retry_deadline_s,
             }
         )
 

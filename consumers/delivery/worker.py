@@ -480,7 +480,8 @@ class DeliveryWorker:
             )
 
     def _ready_window_s(self) -> float:
-        return max(30.0, 3 * self._config.poll_interval_s)
+        # An idle worker claims every poll_interval_s: a few missed claims are no outage.
+        return max(self._config.unready_after_s, 3 * self._config.poll_interval_s)
 
     # --- helpers tasks ---------------------------------------------------------------
     async def _listen(self) -> None:
@@ -500,7 +501,9 @@ class DeliveryWorker:
             except (psycopg.Error, OSError) as exc:
                 failures += 1
                 delay = self._db_backoff.delay(min(failures, 10), self._rand)
-                if failures == 1:  # once per outage: it retries every few seconds
+                # Once per outage, and not when the database is away altogether (the
+                # pool's line says so): it retries every few seconds.
+                if failures == 1 and self._db_failures == 0:
                     logger.warning(
                         "LISTEN connection failed (%s); polling until it reconnects",
                         " ".join(str(exc).split()),

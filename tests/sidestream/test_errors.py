@@ -48,6 +48,8 @@ POSTGRES_COMMANDS = [
     ("replay", "--sink", "audit", "--from-time", "2h", "--dry-run"),
     ("notifications", "show"),
     ("notifications", "retry", "--all"),
+    ("tenants", "list"),
+    ("keys", "create", "--tenant", "acme"),
 ]
 
 

@@ -44,7 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -56,7 +56,7 @@ from producers.metrics import RelayMetrics
 from producers.outbox import NOTIFY_CHANNEL, outbox_table
 from runtime import ObservabilityServer, Settings
 from runtime.clients import kafka_reachable, postgres_connect, producer_config
-from runtime.outages import LineLimiter
+from runtime.outages import LineLimiter, fix_hint, postgres_failure
 from runtime.retry import Backoff, is_transient_database_error
 from runtime.settings import setting_default
 
@@ -170,7 +170,9 @@ class OutboxRelay:
     `connect` makes a new Postgres connection (the relay opens two: one for work, one that
     listens); `producer_config` is a complete librdkafka producer config (idempotence on);
     the relay sets ``message.timeout.ms`` from `config`. `schema` holds the ``outbox``
-    table (default: the connection's current schema).
+    table (default: the connection's current schema). After `unready_after_s` of
+    Postgres failing, :meth:`ready` is False; `profile` picks the fix named when
+    Postgres cannot be reached.
     """
 
     def __init__(
@@ -183,8 +185,10 @@ class OutboxRelay:
         registry: CollectorRegistry = REGISTRY,
         clock: Callable[[], float] = time.monotonic,
         unready_after_s: float = 30.0,
+        profile: Literal["local", "production"] = "local",
     ) -> None:
         self._connect = connect
+        self._profile: Literal["local", "production"] = profile
         self._config = config or RelayConfig()
         self._producer_config = self._checked_producer_config(producer_config, self._config)
         self._schema = schema
@@ -249,16 +253,31 @@ class OutboxRelay:
                         self._failing_since = self._clock()
                     self._metrics.failures.labels(self._label, "postgres").inc()
                     delay = self._config.backoff(failures)
-                    reason = " ".join(str(exc).split("\n", 1)[0].split())
-                    held = self._outage_lines.admit(("postgres", reason))
-                    if held is not None:
-                        logger.warning(
-                            "outbox relay: Postgres error (%s); retrying%s", reason, held
-                        )
+                    self._report_postgres(exc)
                     self._close_connections()
                     stop.wait(delay)
         finally:
             self.close()
+
+    def _report_postgres(self, exc: psycopg.Error) -> None:
+        """One line a minute per kind of failure, naming the server when it is away."""
+        found = postgres_failure(str(exc))
+        if found is not None:
+            where, reason = found
+            held = self._outage_lines.admit(("postgres", where, reason))
+            if held is not None:
+                logger.warning(
+                    "cannot reach Postgres at %s (%s); outbox relay retrying — %s%s",
+                    where,
+                    reason,
+                    fix_hint(self._profile, "SIDESTREAM_POSTGRES_DSN"),
+                    held,
+                )
+            return
+        reason = " ".join(str(exc).split("\n", 1)[0].split())
+        held = self._outage_lines.admit(("postgres", reason))
+        if held is not None:
+            logger.warning("outbox relay: Postgres error (%s); retrying%s", reason, held)
 
     def relay_once(self) -> BatchResult:
         """Claim, publish and mark one batch (one transaction); see the module docstring."""
@@ -582,6 +601,7 @@ def run_relay(
         config=config or RelayConfig.from_settings(settings),
         registry=registry,
         unready_after_s=settings.consumer_retry_deadline_s,
+        profile=settings.profile,
     )
     server = (
         ObservabilityServer(

@@ -96,7 +96,8 @@ class DeliveryConfig:
     db_timeout_s: float = 10.0
     unready_after_s: float = 30.0
     """Postgres unanswered this long (at least 3 idle waits): ``/readyz`` says not ready;
-    the worker keeps retrying (``SIDESTREAM_CONSUMER_RETRY_DEADLINE_S``)."""
+    the worker keeps retrying (:func:`run_notify_worker`: the settings'
+    ``consumer_retry_deadline_s``, like every worker)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -213,7 +214,6 @@ class DeliveryConfig:
                 "circuit_failure_threshold": s.delivery_circuit_failure_threshold,
                 "circuit_cooldown_s": s.delivery_circuit_cooldown_s,
                 "lease_s": s.delivery_lease_s,
-                "unready_after_s": s.consumer_retry_deadline_s,
             }
         )
 

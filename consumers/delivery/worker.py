@@ -624,7 +624,8 @@ def run_notify_worker(
     """Run one delivery worker (``sidestream worker run notify``) until ``stop`` is set.
 
     ``schema`` defaults to ``settings.postgres_schema``; ``config`` to
-    :meth:`DeliveryConfig.from_settings`; ``templates`` to the built-in ones;
+    :meth:`DeliveryConfig.from_settings` (not ready after
+    ``settings.consumer_retry_deadline_s``); ``templates`` to the built-in ones;
     ``dead_letter_topic`` to ``sidestream.notifications.dlq``. With ``serve_metrics``
     it serves ``/metrics``, ``/healthz`` and ``/readyz`` on the settings' metrics address
     (ready: Postgres answered recently and the dead-letter producer reaches Kafka).
@@ -633,7 +634,9 @@ def run_notify_worker(
     """
     if config is None:
         try:
-            config = DeliveryConfig.from_settings(settings)
+            config = DeliveryConfig.from_settings(settings).replace(
+                unready_after_s=settings.consumer_retry_deadline_s
+            )
         except ValueError as exc:
             raise ConfigError(f"invalid SIDESTREAM_DELIVERY_* settings: {exc}") from exc
     production = settings.profile == "production"

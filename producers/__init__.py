@@ -14,6 +14,7 @@ from producers.async_publisher import AsyncEventPublisher
 from producers.delivery import DeliveryReport
 from producers.errors import (
     Backpressure,
+    BrokersUnreachableError,
     DeliveryError,
     OutboxError,
     ProducerError,
@@ -31,6 +32,7 @@ __all__ = [
     "AsyncEventPublisher",
     "AsyncOutbox",
     "Backpressure",
+    "BrokersUnreachableError",
     "DeliveryCallback",
     "DeliveryError",
     "DeliveryReport",

@@ -10,6 +10,8 @@
 - `OutboxError`: the outbox was misused (e.g. `add` outside a transaction).
 - `TopicsError`: creating or deleting a topic failed for a reason other than a missing
   broker feature.
+- `BrokersUnreachableError`: no broker answered a metadata request in time
+  (`EventPublisher.check_brokers`); also a `ConnectionError`, so it counts as transient.
 
 Invalid events raise `schemas.ValidationError` (naming the field), which is not wrapped:
 it is the caller's bug, and nothing reached Kafka or the outbox.
@@ -23,6 +25,7 @@ from runtime.errors import SidestreamError
 
 __all__ = [
     "Backpressure",
+    "BrokersUnreachableError",
     "DeliveryError",
     "OutboxError",
     "ProducerError",
@@ -82,3 +85,12 @@ class TopicsError(ProducerError):
     def __init__(self, message: str, *, done: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.done = list(done)
+
+
+class BrokersUnreachableError(ProducerError, ConnectionError):
+    """No broker answered within `timeout_s`; the librdkafka error is the ``__cause__``."""
+
+    def __init__(self, *, bootstrap: str, timeout_s: float, error: str) -> None:
+        super().__init__(f"no Kafka broker at {bootstrap} answered within {timeout_s:g}s: {error}")
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s

@@ -41,7 +41,12 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from producers._headers import Headers, merge_headers
 from producers.delivery import DeliveryReport, event_id_of
-from producers.errors import Backpressure, PublisherClosedError, PublishError
+from producers.errors import (
+    Backpressure,
+    BrokersUnreachableError,
+    PublisherClosedError,
+    PublishError,
+)
 from producers.metrics import PublisherMetrics
 from runtime import Settings
 from runtime.clients import producer_config
@@ -248,6 +253,28 @@ class EventPublisher:
         if counter is None:
             counter = self._child(self._metrics.published, self._published, topic)
         counter.inc()
+
+    def check_brokers(self, timeout: float = 5.0) -> None:
+        """Wait up to `timeout` seconds for the brokers to answer a metadata request.
+
+        `publish()` never waits for Kafka, so a caller that is about to publish a stream
+        (a load generator) calls this first: with the brokers away it fails once, within
+        `timeout`, instead of queueing events that can only fail after
+        ``message.timeout.ms``.
+
+        Raises:
+            BrokersUnreachableError: no broker answered in time (from librdkafka's
+                ``KafkaException``).
+        """
+        try:
+            self._producer.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0]
+            raise BrokersUnreachableError(
+                bootstrap=str(self._config.get("bootstrap.servers", "?")),
+                timeout_s=timeout,
+                error=error.str() if isinstance(error, KafkaError) else str(exc),
+            ) from exc
 
     def queue_depth(self) -> int:
         """Messages queued or in flight, whose delivery is not yet reported."""

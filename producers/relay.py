@@ -37,13 +37,14 @@ polling fallback every ``poll_interval_s``; every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -53,9 +54,9 @@ from psycopg import sql
 from producers.errors import OutboxError
 from producers.metrics import RelayMetrics
 from producers.outbox import NOTIFY_CHANNEL, outbox_table
-from runtime import Settings
-from runtime.clients import postgres_connect, producer_config
-from runtime.outages import LineLimiter
+from runtime import ObservabilityServer, Settings
+from runtime.clients import kafka_reachable, postgres_connect, producer_config
+from runtime.outages import LineLimiter, fix_hint, postgres_failure
 from runtime.retry import Backoff, is_transient_database_error
 from runtime.settings import setting_default
 
@@ -169,7 +170,9 @@ class OutboxRelay:
     `connect` makes a new Postgres connection (the relay opens two: one for work, one that
     listens); `producer_config` is a complete librdkafka producer config (idempotence on);
     the relay sets ``message.timeout.ms`` from `config`. `schema` holds the ``outbox``
-    table (default: the connection's current schema).
+    table (default: the connection's current schema). After `unready_after_s` of
+    Postgres failing, :meth:`ready` is False; `profile` picks the fix named when
+    Postgres cannot be reached.
     """
 
     def __init__(
@@ -181,8 +184,11 @@ class OutboxRelay:
         config: RelayConfig | None = None,
         registry: CollectorRegistry = REGISTRY,
         clock: Callable[[], float] = time.monotonic,
+        unready_after_s: float = 30.0,
+        profile: Literal["local", "production"] = "local",
     ) -> None:
         self._connect = connect
+        self._profile: Literal["local", "production"] = profile
         self._config = config or RelayConfig()
         self._producer_config = self._checked_producer_config(producer_config, self._config)
         self._schema = schema
@@ -196,12 +202,20 @@ class OutboxRelay:
         self._queries: dict[str, sql.Composed] = {}
         self._next_metrics = 0.0
         self._next_prune = 0.0
+        self._unready_after_s = unready_after_s
+        self._failing_since: float | None = None
         self.stats = RelayStats()
 
     @property
     def schema(self) -> str | None:
         """The schema of the outbox table (known once connected)."""
         return self._schema
+
+    def ready(self) -> bool:
+        """False once Postgres has been failing for ``unready_after_s`` (for ``/readyz``;
+        :func:`run_relay` adds whether the producer reaches Kafka)."""
+        since = self._failing_since
+        return since is None or self._clock() - since < self._unready_after_s
 
     # --- the loop -------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -214,11 +228,15 @@ class OutboxRelay:
         failures = 0
         try:
             while not stop.is_set():
+                # The producer's log lines and errors (a broker that is away) reach the
+                # process's outage reporter only through poll(), even while idle.
+                self._kafka().poll(0)
                 try:
                     # LISTEN before claiming: a row committed after this claim finds
                     # nothing still wakes the wait below.
                     self._listening()
                     result = self.relay_once()
+                    self._failing_since = None
                     self._housekeeping()
                     if result.failed:
                         failures += 1
@@ -231,18 +249,35 @@ class OutboxRelay:
                     if not is_transient_database_error(exc):
                         raise
                     failures += 1
+                    if self._failing_since is None:
+                        self._failing_since = self._clock()
                     self._metrics.failures.labels(self._label, "postgres").inc()
                     delay = self._config.backoff(failures)
-                    reason = " ".join(str(exc).split("\n", 1)[0].split())
-                    held = self._outage_lines.admit(("postgres", reason))
-                    if held is not None:
-                        logger.warning(
-                            "outbox relay: Postgres error (%s); retrying%s", reason, held
-                        )
+                    self._report_postgres(exc)
                     self._close_connections()
                     stop.wait(delay)
         finally:
             self.close()
+
+    def _report_postgres(self, exc: psycopg.Error) -> None:
+        """One line a minute per kind of failure, naming the server when it is away."""
+        found = postgres_failure(str(exc))
+        if found is not None:
+            where, reason = found
+            held = self._outage_lines.admit(("postgres", where, reason))
+            if held is not None:
+                logger.warning(
+                    "cannot reach Postgres at %s (%s); outbox relay retrying — %s%s",
+                    where,
+                    reason,
+                    fix_hint(self._profile, "SIDESTREAM_POSTGRES_DSN"),
+                    held,
+                )
+            return
+        reason = " ".join(str(exc).split("\n", 1)[0].split())
+        held = self._outage_lines.admit(("postgres", reason))
+        if held is not None:
+            logger.warning("outbox relay: Postgres error (%s); retrying%s", reason, held)
 
     def relay_once(self) -> BatchResult:
         """Claim, publish and mark one batch (one transaction); see the module docstring."""
@@ -270,13 +305,18 @@ class OutboxRelay:
         if failed:
             self.stats.failed_batches += 1
             self._metrics.failures.labels(self._label, "kafka").inc()
-            logger.warning(
-                "outbox relay: %d of %d rows not delivered (first: row %d, %s); they stay pending",
-                len(failed),
-                len(rows),
-                failed[0][0],
-                failed[0][1],
-            )
+            # While Kafka is away every batch fails alike: one line a minute.
+            held = self._outage_lines.admit(("kafka",))
+            if held is not None:
+                logger.warning(
+                    "outbox relay: %d of %d rows not delivered (first: row %d, %s); they stay "
+                    "pending%s",
+                    len(failed),
+                    len(rows),
+                    failed[0][0],
+                    failed[0][1],
+                    held,
+                )
         return BatchResult(len(rows), len(sent), len(failed))
 
     def prune(self) -> int:
@@ -448,7 +488,7 @@ class OutboxRelay:
         if row is None or row[0] is None:
             raise OutboxError(
                 f"no outbox table in schema {self._schema!r}: apply the producers "
-                "migrations first (sidestream migrate)"
+                "migrations first (sidestream db migrate)"
             )
 
     def _prepare_queries(self) -> None:
@@ -543,12 +583,15 @@ def run_relay(
     schema: str | None = None,
     registry: CollectorRegistry = REGISTRY,
     config: RelayConfig | None = None,
+    serve_metrics: bool = False,
 ) -> None:
     """Run an outbox relay for ``sidestream worker run outbox-relay`` until `stop` is set.
 
-    The caller owns signals (SIGTERM sets `stop`) and the /metrics server. `schema`
-    defaults to ``settings.postgres_schema``; its ``outbox`` table must exist. `config`
-    defaults to :meth:`RelayConfig.from_settings`.
+    The caller owns signals (SIGTERM sets `stop`). `schema` defaults to
+    ``settings.postgres_schema``; its ``outbox`` table must exist. `config` defaults to
+    :meth:`RelayConfig.from_settings`. With `serve_metrics` it serves ``/metrics``,
+    ``/healthz`` and ``/readyz`` (ready: Postgres answers and the producer reaches Kafka)
+    on the settings' metrics address.
     """
     target = schema or settings.postgres_schema
     relay = OutboxRelay(
@@ -557,9 +600,22 @@ def run_relay(
         schema=target,
         config=config or RelayConfig.from_settings(settings),
         registry=registry,
+        unready_after_s=settings.consumer_retry_deadline_s,
+        profile=settings.profile,
     )
-    logger.info("outbox relay started on schema %s", target)
-    relay.run(stop)
+    server = (
+        ObservabilityServer(
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            registry=registry,
+            ready=lambda: relay.ready() and kafka_reachable(settings),
+        )
+        if serve_metrics
+        else contextlib.nullcontext()
+    )
+    with server:
+        logger.info("outbox relay started on schema %s", target)
+        relay.run(stop)
     logger.info(
         "outbox relay stopped: %d rows relayed in %d batches",
         relay.stats.relayed,

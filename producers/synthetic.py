@@ -184,6 +184,7 @@ def publish_load(
     seed: int = 0,
     topic_override: dict[str, str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    connect_timeout_s: float | None = 5.0,
 ) -> LoadResult:
     """Publish ``count`` events (or for ``duration`` seconds) at ``rate`` events/s.
 
@@ -192,8 +193,13 @@ def publish_load(
     by waiting its ``retry_after`` and retrying the same event. ``on_progress(done,
     total)`` is called every 200 events and at the end.
 
+    Before the first event, the brokers must answer within ``connect_timeout_s`` (None:
+    do not wait; events queue until ``message.timeout.ms``): with Kafka away the load
+    fails once, promptly, instead of publishing into a queue that can only fail.
+
     Raises:
         ValueError: ``rate`` is not positive, or neither ``count`` nor ``duration`` given.
+        BrokersUnreachableError: no broker answered within ``connect_timeout_s``.
     """
     if rate <= 0:
         raise ValueError("the rate must be positive")
@@ -205,8 +211,10 @@ def publish_load(
     publisher = EventPublisher(settings=config, producer="sidestream-load", registry=new_registry())
     published: Counter[str] = Counter()
     waits = 0
-    start = time.monotonic()
     try:
+        if connect_timeout_s is not None:
+            publisher.check_brokers(connect_timeout_s)
+        start = time.monotonic()
         for i in range(total):
             due = start + i / rate
             delay = due - time.monotonic()

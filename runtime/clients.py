@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psycopg
 import redis
@@ -26,6 +26,18 @@ _Client = TypeVar("_Client", Producer, Consumer, AdminClient)
 _PROPERTY = re.compile(r'property:?\s*"?(?P<name>[\w.-]+)"?', re.IGNORECASE)
 
 
+def kafka_log_bridge(profile: Literal["local", "production"]) -> dict[str, Any]:
+    """librdkafka's ``logger`` and ``error_cb`` for a client: the process's
+    :class:`~runtime.outages.KafkaLogReporter` for ``profile``.
+
+    Every Kafka client the project builds carries these (via :func:`kafka_common_config`,
+    or directly where a tool builds its own config): without them librdkafka prints raw
+    ``%6|…|FAIL|`` lines on stderr, one per failed connection attempt.
+    """
+    reporter = reporter_for(profile)
+    return {"logger": reporter, "error_cb": reporter.error}
+
+
 def kafka_common_config(settings: Settings) -> dict[str, Any]:
     """Connection and security properties shared by every Kafka client.
 
@@ -35,12 +47,10 @@ def kafka_common_config(settings: Settings) -> dict[str, Any]:
     ``error_cb`` may override it and pass non-fatal errors to
     ``reporter_for(profile).error``.
     """
-    reporter = reporter_for(settings.profile)
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "security.protocol": settings.kafka_security_protocol,
-        "logger": reporter,
-        "error_cb": reporter.error,
+        **kafka_log_bridge(settings.profile),
     }
     if settings.kafka_sasl_mechanism:
         config["sasl.mechanism"] = settings.kafka_sasl_mechanism

@@ -215,6 +215,16 @@ _POOL_SERVER = re.compile(
 )
 
 
+def postgres_failure(message: str) -> tuple[str, str] | None:
+    """``(address, reason)`` from libpq's "connection to server at "h", port p failed:
+    reason" (``None``: the message names no server), for a "cannot reach" line."""
+    server = _POOL_SERVER.search(message)
+    if server is None:
+        return None
+    reason = server.group("reason").strip().rstrip(".")
+    return f"{server.group('host')}:{server.group('port')}", reason[:1].lower() + reason[1:]
+
+
 class PoolLogFilter(logging.Filter):
     """Rewrites psycopg pool reconnection warnings into one rate-limited line each.
 
@@ -240,14 +250,13 @@ class PoolLogFilter(logging.Filter):
         if match is None:
             return True
         rest = match.group("rest")
-        server = _POOL_SERVER.search(rest)
-        if server is not None:
-            where = f"{server.group('host')}:{server.group('port')}"
-            reason = server.group("reason")
+        found = postgres_failure(rest)
+        if found is not None:
+            where, reason = found
         else:
             where, reason = "the server", rest.splitlines()[0] if rest else "unknown error"
-        reason = reason.strip().rstrip(".")
-        reason = reason[:1].lower() + reason[1:]
+            reason = reason.strip().rstrip(".")
+            reason = reason[:1].lower() + reason[1:]
         suffix = self._limiter.admit(("pool", where, reason))
         if suffix is None:
             return False

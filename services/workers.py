@@ -16,8 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from prometheus_client import REGISTRY
-
 from consumers import SINKS, WorkerOptions, group_id_for, run_worker
 from consumers.delivery import run_notify_worker
 from consumers.live_analytics import (
@@ -27,7 +25,7 @@ from consumers.live_analytics import (
     run_live_analytics,
 )
 from producers import run_relay
-from runtime import ObservabilityServer, Settings
+from runtime import Settings
 from schemas import EntityChanged
 from schemas.topics import topic_for
 from services.invalidation_consumer import SINK_NAME as INVALIDATION
@@ -73,8 +71,7 @@ def _sink_runner(config: Settings, stop: threading.Event, args: WorkerArgs) -> i
 
 
 def _relay_runner(config: Settings, stop: threading.Event, args: WorkerArgs) -> int:
-    with ObservabilityServer(host=config.metrics_host, port=config.metrics_port, registry=REGISTRY):
-        run_relay(config, stop=stop, schema=args.schema)
+    run_relay(config, stop=stop, schema=args.schema, serve_metrics=True)
     return 0
 
 

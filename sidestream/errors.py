@@ -14,7 +14,8 @@ Kafka, Postgres or Redis cannot be reached                 1     ``error: cannot
 Postgres answered but refused (auth, missing database,     1     ``error: Postgres at <address>:
 missing table)                                                   <its message> — <fix>``
 an operator mistake or refusal (``OpsError``,              1     ``error: <message>``
-``ValueError``)
+``ValueError``), any other ``SidestreamError`` (a worker
+finding its table or topic missing)
 Ctrl-C                                                     130   (nothing)
 ========================================================  ====  ==============================
 
@@ -46,7 +47,7 @@ from rich.text import Text
 from typer._click import exceptions as click_errors
 
 from consumers.ops import OpsError
-from runtime import RuntimeSetupError, Settings
+from runtime import RuntimeSetupError, Settings, SidestreamError
 from runtime.clients import check_schema
 from runtime.outages import KAFKA_LOGGER, UNREACHABLE_CODES, fix_hint
 from sidestream.context import err_console, settings
@@ -223,8 +224,10 @@ def explain(exc: BaseException) -> CliError | None:
             if _probe(host, int(port)) is not None:
                 return CliError(_kafka_line(config))
         return CliError(str(exc))
-    if isinstance(exc, ValueError):
-        return CliError(str(exc))
+    if isinstance(exc, ValueError | SidestreamError):
+        # SidestreamError: raised on purpose, its message is one readable line with the
+        # fix (a missing table or topic a worker found at start, ...).
+        return CliError(" ".join(str(exc).split()))
     return None
 
 

@@ -47,7 +47,9 @@ def load(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("publishing", total=None)
+        # A known total from the start: the count column formats it as a number.
+        total = count if count is not None else int(rate * (duration or 0))
+        task = progress.add_task("publishing", total=total)
         try:
             result = publish_load(
                 settings(),

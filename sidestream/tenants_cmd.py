@@ -81,25 +81,10 @@ def _fail(exc: TenancyError) -> typer.Exit:
 
 @contextlib.contextmanager
 def _database(schema: str | None) -> Iterator[psycopg.Connection[Any]]:
-    """A connection to the tenants' schema; a missing table or an unreachable server is
-    one line and exit 2."""
-    try:
-        with postgres_connect(
-            settings(), schema=schema, autocommit=True, connect_timeout=10
-        ) as conn:
-            yield conn
-    except psycopg.errors.UndefinedTable:
-        err_console.print(
-            "[bold red]error:[/] no tenants table here; run `sidestream db migrate` first",
-            highlight=False,
-        )
-        raise typer.Exit(code=2) from None
-    except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err_console.print(
-            f"[bold red]error:[/] Postgres: {escape(first)} (is it up? `make up`)", highlight=False
-        )
-        raise typer.Exit(code=2) from None
+    """A connection to the tenants' schema. A server that is away or a missing table is
+    reported by the CLI's wrapper (:mod:`sidestream.errors`): one line, exit 1."""
+    with postgres_connect(settings(), schema=schema, autocommit=True, connect_timeout=10) as conn:
+        yield conn
 
 
 @tenants_app.command("create")

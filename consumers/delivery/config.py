@@ -94,6 +94,10 @@ class DeliveryConfig:
     """SIGTERM: deliveries in flight may finish within this; the rest are released."""
     db_pool_size: int = 4
     db_timeout_s: float = 10.0
+    unready_after_s: float = 30.0
+    """Postgres unanswered this long (at least 3 idle waits): ``/readyz`` says not ready;
+    the worker keeps retrying (:func:`run_notify_worker`: the settings'
+    ``consumer_retry_deadline_s``, like every worker)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -124,6 +128,7 @@ class DeliveryConfig:
             "metrics_interval_s",
             "shutdown_deadline_s",
             "db_timeout_s",
+            "unready_after_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -85,6 +85,13 @@ class NotificationDeadLetters:
         self.topic = topic or notification_dead_letter_topic()
         self._timeout_s = timeout_s
 
+    def serve(self) -> int:
+        """Serve the producer's pending events without waiting: librdkafka hands its log
+        lines and errors (a broker that is away) to the process's outage reporter only
+        from ``poll``/``flush``, and a sweep that finds no rows never flushes. Returns how
+        many events were served."""
+        return int(self._producer.poll(0))
+
     async def sweep(self, store: NotificationStore, *, limit: int) -> list[DeadLetterRow]:
         """Dead-letter up to ``limit`` failed rows; returns those now on the topic.
 

@@ -67,7 +67,7 @@ from consumers.delivery.templates import TemplateRegistry, default_templates
 from consumers.delivery.webhook import WebhookChannel, new_http_client
 from consumers.sinks.notifications import NOTIFY_CHANNEL
 from runtime import ConfigError, ObservabilityServer, Settings
-from runtime.clients import kafka_producer
+from runtime.clients import kafka_producer, kafka_reachable
 from runtime.lifecycle import ExitStatus, stop_on_signals
 from runtime.retry import Backoff, is_transient
 
@@ -133,13 +133,13 @@ class DeliveryWorker:
     # --- public ----------------------------------------------------------------------
     def ready(self) -> bool:
         """Postgres answered a claim recently (for ``/readyz``; called from any thread)."""
-        window = max(30.0, 3 * self._config.poll_interval_s)
-        return self._clock() - self._last_db_ok < window
+        return self._clock() - self._last_db_ok < self._ready_window_s()
 
     async def run(self, stop: threading.Event) -> ExitStatus:
         """Deliver until ``stop`` is set; DRAINED if every delivery in flight finished
         within the shutdown deadline, ABANDONED if some had to be cancelled."""
-        await self._store.check_schema()
+        if not await self._schema_checked(stop):
+            return ExitStatus.DRAINED  # stopped while the database was away: nothing held
         self._wake = asyncio.Event()
         self._dead_letter_wake = asyncio.Event()
         helpers = [asyncio.create_task(self._housekeeping(), name="delivery-housekeeping")]
@@ -165,6 +165,31 @@ class DeliveryWorker:
         return status
 
     # --- the loop --------------------------------------------------------------------
+    async def _schema_checked(self, stop: threading.Event) -> bool:
+        """Check the tables once the database answers: while it is away, retry with
+        backoff (reporting not ready past the readiness window) until ``stop`` is set.
+        False: stopped first. A missing table is raised at once (a deploy error)."""
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await self._store.check_schema()
+            except (psycopg.Error, OSError) as exc:
+                if not is_transient(exc):
+                    raise
+                self._db_failed("check schema", exc)
+                await self._sleep(self._db_backoff.delay(min(attempt, 10), self._rand), stop)
+                attempt += 1
+                continue
+            self._db_ok()
+            return True
+        return False
+
+    async def _sleep(self, delay_s: float, stop: threading.Event) -> None:
+        """Sleep ``delay_s``, looking at the (threading) stop event every slice."""
+        deadline = self._clock() + delay_s
+        while not stop.is_set() and (remaining := deadline - self._clock()) > 0:
+            await asyncio.sleep(min(remaining, _STOP_SLICE_S))
+
     async def _claim_round(self) -> bool:
         """Claim and start deliveries; True if a full batch came back (more may be due)."""
         room = self._config.max_in_flight - len(self._tasks)
@@ -435,6 +460,8 @@ class DeliveryWorker:
 
     def _db_ok(self) -> None:
         self._last_db_ok = self._clock()
+        if self._db_failures:
+            logger.info("postgres reachable again after %d failed calls", self._db_failures)
         self._db_failures = 0
 
     def _db_failed(self, operation: str, exc: BaseException) -> None:
@@ -442,7 +469,19 @@ class DeliveryWorker:
         self._db_failures += 1
         delay = self._db_backoff.delay(min(self._db_failures, 10), self._rand)
         self._note_due(delay)
-        logger.warning("postgres %s failed (%s); retrying", operation, exc)
+        # One line per outage (the pool's own line says "cannot reach Postgres", once a
+        # minute): every call fails while the database is away, and the metric counts them.
+        if self._db_failures == 1:
+            logger.warning(
+                "postgres %s failed (%s); retrying (not ready after %.0f s)",
+                operation,
+                " ".join(str(exc).split()),
+                self._ready_window_s(),
+            )
+
+    def _ready_window_s(self) -> float:
+        # An idle worker claims every poll_interval_s: a few missed claims are no outage.
+        return max(self._config.unready_after_s, 3 * self._config.poll_interval_s)
 
     # --- helpers tasks ---------------------------------------------------------------
     async def _listen(self) -> None:
@@ -462,9 +501,13 @@ class DeliveryWorker:
             except (psycopg.Error, OSError) as exc:
                 failures += 1
                 delay = self._db_backoff.delay(min(failures, 10), self._rand)
-                logger.warning(
-                    "LISTEN connection failed (%s); polling, reconnect in %.1f s", exc, delay
-                )
+                # Once per outage, and not when the database is away altogether (the
+                # pool's line says so): it retries every few seconds.
+                if failures == 1 and self._db_failures == 0:
+                    logger.warning(
+                        "LISTEN connection failed (%s); polling until it reconnects",
+                        " ".join(str(exc).split()),
+                    )
                 await asyncio.sleep(delay)
 
     async def _housekeeping(self) -> None:
@@ -487,6 +530,7 @@ class DeliveryWorker:
         assert self._dead_letter_wake is not None
         failures = 0
         while True:
+            self._dead_letters.serve()  # Kafka outages are reported (and readiness sees them)
             try:
                 swept = await self._dead_letters.sweep(
                     self._store, limit=self._config.dead_letter_batch
@@ -495,7 +539,8 @@ class DeliveryWorker:
                 if isinstance(exc, psycopg.Error | OSError) and not is_transient(exc):
                     raise
                 failures += 1
-                logger.warning("dead-letter sweep failed (%s); retrying", exc)
+                if failures == 1:  # once per outage: it retries every few seconds
+                    logger.warning("dead-letter sweep failed (%s); retrying", exc)
                 await asyncio.sleep(self._db_backoff.delay(min(failures, 10), self._rand))
                 continue
             failures = 0
@@ -579,14 +624,19 @@ def run_notify_worker(
     """Run one delivery worker (``sidestream worker run notify``) until ``stop`` is set.
 
     ``schema`` defaults to ``settings.postgres_schema``; ``config`` to
-    :meth:`DeliveryConfig.from_settings`; ``templates`` to the built-in ones;
+    :meth:`DeliveryConfig.from_settings` (not ready after
+    ``settings.consumer_retry_deadline_s``); ``templates`` to the built-in ones;
     ``dead_letter_topic`` to ``sidestream.notifications.dlq``. With ``serve_metrics``
-    it serves ``/metrics``, ``/healthz`` and ``/readyz`` on the settings' metrics address.
+    it serves ``/metrics``, ``/healthz`` and ``/readyz`` on the settings' metrics address
+    (ready: Postgres answered recently and the dead-letter producer reaches Kafka).
+    With Postgres away at start it retries until it answers or ``stop`` is set.
     ``resolver`` replaces the system resolver of the webhook SSRF guard (tests).
     """
     if config is None:
         try:
-            config = DeliveryConfig.from_settings(settings)
+            config = DeliveryConfig.from_settings(settings).replace(
+                unready_after_s=settings.consumer_retry_deadline_s
+            )
         except ValueError as exc:
             raise ConfigError(f"invalid SIDESTREAM_DELIVERY_* settings: {exc}") from exc
     production = settings.profile == "production"
@@ -669,7 +719,8 @@ def run_notify_worker(
                     host=settings.metrics_host,
                     port=settings.metrics_port,
                     registry=registry,
-                    ready=worker.ready,
+                    # Not ready while Postgres or Kafka (dead letters) is away.
+                    ready=lambda: worker.ready() and kafka_reachable(settings),
                 )
                 if serve_metrics
                 else nullcontext()

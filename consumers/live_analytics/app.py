@@ -32,6 +32,8 @@ from schemas import EventDeserializer, EventSerializer
 __all__ = ["LiveAnalyticsApp", "build_live_app", "internal_topics"]
 
 AGENT_NAME = "count-windows"
+#: How often an idle worker checks that Postgres answers (for ``/readyz``).
+DATABASE_CHECK_INTERVAL_S = 5.0
 
 
 def internal_topics(app_id: str) -> list[str]:
@@ -213,6 +215,12 @@ def build_live_app(
             await processor.close_idle()
 
     app.timer(interval=max(0.5, options.source_idle_s / 2))(close_idle_windows)
+
+    async def check_database() -> None:
+        # Readiness while no window closes: is Postgres there for the next write?
+        await asyncio.to_thread(writer.check)
+
+    app.timer(interval=DATABASE_CHECK_INTERVAL_S)(check_database)
 
     # faust's signals call receivers as (sender, *args, signal=..., **kwargs).
     def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -8,7 +8,9 @@ event go in one statement (``INSERT ... SELECT FROM unnest(...)``) and one trans
 Transient database errors are retried with exponential backoff and full jitter; after
 `retry_deadline_s` the writer reports not ready (``/readyz``) and keeps retrying until the
 database answers or the worker is told to stop, which raises `SnapshotWriteError`. Nothing
-is lost then: the windows stay open in the tables and are written by the next run.
+is lost then: the windows stay open in the tables and are written by the next run. A worker
+with nothing to write checks the database now and then (`SnapshotWriter.check`), so it
+reports not ready during an outage too.
 """
 
 from __future__ import annotations
@@ -85,6 +87,27 @@ class SnapshotWriter:
         since = self._failing_since
         return since is None or self._clock() - since < self._retry_deadline_s
 
+    def check(self, *, timeout_s: float = 5.0) -> bool:
+        """One ``SELECT 1`` through the pool: whether the database answers now.
+
+        Run now and then while no window closes, so that ``ready`` also turns False for a
+        worker with nothing to write (a failure counts from the first failed check, like
+        a failed write); a success ends what was failing. The pool's own line reports
+        the outage.
+        """
+        started = self._clock()
+        try:
+            with self._pool.connection(timeout=timeout_s) as conn:
+                conn.execute("SELECT 1")
+        except (psycopg.Error, TimeoutError, ConnectionError) as exc:
+            if not is_transient(exc):
+                raise
+            if self._failing_since is None:
+                self._failing_since = started
+            return False
+        self._failing_since = None
+        return True
+
     def write(self, rows: Sequence[WindowCount], *, stop: threading.Event) -> None:
         """Upsert `rows` in one transaction, retrying transient errors until `stop` is set.
 
@@ -116,13 +139,14 @@ class SnapshotWriter:
                 self._metrics.snapshot_retries.inc()
                 delay = self._backoff.delay(attempt)
                 attempt += 1
-                logger.warning(
-                    "writing %d window counts failed (%s), retry %d in %.2f s",
-                    len(rows),
-                    exc,
-                    attempt,
-                    delay,
-                )
+                if attempt == 1:  # once per write: it retries every few seconds
+                    logger.warning(
+                        "writing %d window counts failed (%s); retrying until the database "
+                        "answers (not ready after %.0f s)",
+                        len(rows),
+                        " ".join(str(exc).split()),
+                        self._retry_deadline_s,
+                    )
                 if stop.wait(delay):
                     raise SnapshotWriteError(
                         f"stopped before {len(rows)} window counts were written: {exc}",

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from consumers.live_analytics.app import LiveAnalyticsApp, build_live_app
@@ -28,6 +30,8 @@ from consumers.live_analytics.snapshot import SnapshotWriter
 from runtime import ObservabilityServer, Settings
 from runtime.clients import kafka_admin, postgres_pool
 from runtime.lifecycle import ExitStatus, freeze_startup_objects, stop_on_signals
+from runtime.outages import UNREACHABLE_CODES
+from runtime.retry import Backoff
 from schemas import AnalyticsAlert, AnalyticsEvent, AuditEvent
 from schemas.topics import topic_for
 
@@ -36,6 +40,8 @@ __all__ = ["resolve_topics", "run_live_analytics"]
 logger = logging.getLogger(__name__)
 
 _POLL_S = 0.1
+_TOPICS_TIMEOUT_S = 5.0  # one metadata request while waiting for the brokers
+_TOPICS_RETRY_CAP_S = 10.0
 
 
 def resolve_topics(options: LiveAnalyticsOptions) -> tuple[tuple[str, ...], str]:
@@ -44,13 +50,24 @@ def resolve_topics(options: LiveAnalyticsOptions) -> tuple[tuple[str, ...], str]
     return tuple(sources), options.alerts_topic or topic_for(AnalyticsAlert)
 
 
-def check_topics(settings: Settings, sources: tuple[str, ...], alerts: str) -> int:
+def check_topics(
+    settings: Settings,
+    sources: tuple[str, ...],
+    alerts: str,
+    *,
+    admin: AdminClient | None = None,
+    timeout_s: float = 15.0,
+) -> int:
     """The sources' common partition count; raises `TopicLayoutError` otherwise.
 
     Windows are kept per source partition, so the analytics and audit events of one tenant
     must land on the same partition number: same key, same partitioner, same count.
+
+    Raises:
+        TopicLayoutError: a topic is missing, or the sources' partition counts differ.
+        KafkaException: no broker answered within ``timeout_s``.
     """
-    metadata = kafka_admin(settings).list_topics(timeout=15)
+    metadata = (admin or kafka_admin(settings)).list_topics(timeout=timeout_s)
     counts: dict[str, int | None] = {}
     for name in (*sources, alerts):
         topic = metadata.topics.get(name)
@@ -74,6 +91,31 @@ def check_topics(settings: Settings, sources: tuple[str, ...], alerts: str) -> i
     return partitions
 
 
+def _await_topics(
+    settings: Settings, sources: tuple[str, ...], alerts: str, stop: threading.Event
+) -> int | None:
+    """:func:`check_topics` once the brokers answer: while they are away, retry with
+    backoff (the outage is reported by the process's Kafka log reporter, one line a
+    minute) until ``stop`` is set (None)."""
+    admin = kafka_admin(settings)
+    backoff = Backoff(base_s=1.0, cap_s=_TOPICS_RETRY_CAP_S)
+    attempt = 0
+    while not stop.is_set():
+        try:
+            return check_topics(settings, sources, alerts, admin=admin, timeout_s=_TOPICS_TIMEOUT_S)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not isinstance(error, KafkaError) or error.code() not in UNREACHABLE_CODES:
+                raise
+            # librdkafka hands its log lines to the reporter only from poll().
+            admin.poll(0)
+            if attempt == 0:
+                logger.info("live analytics: waiting for Kafka to check the topics (not ready)")
+            stop.wait(backoff.delay(attempt))
+            attempt += 1
+    return None
+
+
 class _Worker(faust.Worker):
     """faust's worker, minus what belongs to the process: signals and logging setup."""
 
@@ -93,65 +135,71 @@ def run_live_analytics(
     """Run the worker until `stop` is set (or SIGTERM/SIGINT, with signal handlers).
 
     `on_ready` is called (in the worker's loop) with the app once it is built: tests and
-    benchmarks use it to reach the tables. Raises `TopicLayoutError` before starting when
-    the topics cannot carry live windows.
+    benchmarks use it to reach the tables. While Kafka is away at start it waits (not
+    ready) for the brokers; raises `TopicLayoutError` before starting when the topics
+    cannot carry live windows.
     """
     options = options or LiveAnalyticsOptions()
     stop = stop or threading.Event()
     sources, alerts_topic = resolve_topics(options)
-    partitions = check_topics(settings, sources, alerts_topic)
     if install_signal_handlers:
         stop_on_signals(stop, log=logger)
-
-    metrics = LiveAnalyticsMetrics(registry)
-    pool = postgres_pool(settings, name="live-analytics", schema=options.schema, max_size=2)
-    writer = SnapshotWriter(
-        pool=pool, metrics=metrics, retry_deadline_s=settings.consumer_retry_deadline_s
-    )
     holder: dict[str, LiveAnalyticsApp] = {}
 
     def ready() -> bool:
+        # Not ready until the topics were checked (Kafka answered) and the app runs.
         live = holder.get("live")
         return live is not None and live.ready
 
-    logger.info(
-        "live analytics %s: sources %s (%d partitions), alerts to %s, web on %s:%d",
-        options.app_id,
-        list(sources),
-        partitions,
-        alerts_topic,
-        options.web_host,
-        options.web_port,
-    )
-
-    async def serve() -> ExitStatus:
-        live = build_live_app(
-            settings,
-            options,
-            topics=sources,
-            alerts_topic=alerts_topic,
-            partitions=partitions,
-            writer=writer,
-            metrics=metrics,
-            registry=registry,
-            stop=stop,
+    with ObservabilityServer(
+        host=settings.metrics_host, port=settings.metrics_port, registry=registry, ready=ready
+    ):
+        partitions = _await_topics(settings, sources, alerts_topic, stop)
+        if partitions is None:
+            logger.info("live analytics %s stopped before Kafka answered", options.app_id)
+            return ExitStatus.DRAINED  # nothing was held
+        logger.info(
+            "live analytics %s: sources %s (%d partitions), alerts to %s, web on %s:%d",
+            options.app_id,
+            list(sources),
+            partitions,
+            alerts_topic,
+            options.web_host,
+            options.web_port,
         )
-        holder["live"] = live
-        if on_ready is not None:
-            on_ready(live)
-        if install_signal_handlers:  # the process is ours (not a thread in a test)
-            freeze_startup_objects()
-        status = await _run_until_stopped(live, stop, settings.consumer_shutdown_deadline_s)
-        logger.info("live analytics %s counted %d events", options.app_id, live.processor.counted)
-        return status
+        metrics = LiveAnalyticsMetrics(registry)
+        pool = postgres_pool(settings, name="live-analytics", schema=options.schema, max_size=2)
+        writer = SnapshotWriter(
+            pool=pool, metrics=metrics, retry_deadline_s=settings.consumer_retry_deadline_s
+        )
 
-    try:
-        with ObservabilityServer(
-            host=settings.metrics_host, port=settings.metrics_port, registry=registry, ready=ready
-        ):
+        async def serve() -> ExitStatus:
+            live = build_live_app(
+                settings,
+                options,
+                topics=sources,
+                alerts_topic=alerts_topic,
+                partitions=partitions,
+                writer=writer,
+                metrics=metrics,
+                registry=registry,
+                stop=stop,
+            )
+            holder["live"] = live
+            if on_ready is not None:
+                on_ready(live)
+            if install_signal_handlers:  # the process is ours (not a thread in a test)
+                freeze_startup_objects()
+            status = await _run_until_stopped(live, stop, settings.consumer_shutdown_deadline_s)
+            logger.info(
+                "live analytics %s counted %d events", options.app_id, live.processor.counted
+            )
+            return status
+
+        try:
             status = asyncio.run(serve())
-    finally:
-        pool.close()
+        finally:
+            pool.close()
     logger.info("live analytics %s stopped: %s", options.app_id, status.name.lower())
     return status
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from devtools.localstack.server import HOST, LocalServer
+from runtime.clients import kafka_log_bridge
 from runtime.errors import StackError
 
 
@@ -59,7 +60,15 @@ class KafkaServer(LocalServer):
         # the broker is still starting.
         with socket.create_connection((HOST, self.port), timeout=1):
             pass
-        admin = AdminClient({"bootstrap.servers": self.address, "socket.timeout.ms": 2000})
+        # The log bridge: a broker that closes connections (starting, stopping, or behind
+        # a chaos proxy) would otherwise print raw librdkafka lines on stderr.
+        admin = AdminClient(
+            {
+                "bootstrap.servers": self.address,
+                "socket.timeout.ms": 2000,
+                **kafka_log_bridge("local"),
+            }
+        )
         metadata = admin.list_topics(timeout=2)
         return bool(metadata.brokers)
 

@@ -79,3 +79,26 @@ def test_an_unreachable_database_is_retried_until_the_worker_stops(
     assert raised.value.rows == 1
     assert (registry.get_sample_value("sidestream_live_snapshot_retries_total") or 0) >= 2
     assert not writer.ready  # failing for longer than the deadline: /readyz says so
+
+
+def test_a_worker_with_nothing_to_write_still_notices_the_database_is_away(
+    stack_settings: Settings, nowhere_port: int
+) -> None:
+    nowhere = stack_settings.with_overrides(
+        postgres_dsn=f"postgresql://postgres@127.0.0.1:{nowhere_port}/sidestream"
+    )
+    pools = [postgres_pool(nowhere, max_size=1, timeout=0.5), postgres_pool(stack_settings)]
+    away, there = (
+        SnapshotWriter(pool=pool, metrics=LiveAnalyticsMetrics(CollectorRegistry()),
+                       retry_deadline_s=0.01)
+        for pool in pools
+    )  # fmt: skip
+    try:
+        assert not away.check(timeout_s=0.5)
+        assert not away.check(timeout_s=0.5)  # failing since the first check, > 0.01 s
+        assert there.check()
+    finally:
+        for pool in pools:
+            pool.close()
+    assert not away.ready  # what /readyz says, with no window written
+    assert there.ready

@@ -8,10 +8,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 
 from devtools.chaos.proxy import FaultProxy, ProxyFaults
+from devtools.localstack.kafka import KafkaServer
 from runtime.ports import refused_port
 
 
@@ -217,3 +220,19 @@ def test_stop_resets_open_connections_and_frees_the_port(echo: EchoServer) -> No
 def test_rejects_impossible_faults(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=r"must|would"):
         ProxyFaults(**options)  # type: ignore[arg-type]
+
+
+def test_a_broker_health_check_through_a_cutting_proxy_prints_no_librdkafka_lines(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # What the proxy-faults scenario does to every Kafka client: connections accepted,
+    # then closed. librdkafka logs each (FAIL "Disconnected") straight to fd 2 unless the
+    # client has the log bridge.
+    with refused_port() as dead, FaultProxy(target_port=dead) as proxy:
+        broker = KafkaServer(stack_dir=tmp_path, port=proxy.port)
+        with pytest.raises(KafkaException):
+            broker.is_healthy()
+        assert proxy.stats.connections >= 1  # librdkafka did connect through it
+    err = capfd.readouterr().err
+    assert "|FAIL|" not in err
+    assert "%6|" not in err

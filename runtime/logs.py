@@ -65,3 +65,9 @@ def configure_logging(
     # librdkafka and the HTTP stack are chatty at INFO.
     for noisy in ("urllib3", "httpx", "aiokafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # faust and mode log every service's start and stop and whole recovery tables at INFO
+    # (~165 lines per live-analytics start and stop): kept for DEBUG.
+    for chatty in ("faust", "mode"):
+        logging.getLogger(chatty).setLevel(
+            root.level if root.level < logging.INFO else max(logging.WARNING, root.level)
+        )

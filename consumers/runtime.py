@@ -333,6 +333,11 @@ class BatchRuntime:
         return not (failing or self._refused or self._stop_requested.is_set())
 
     @property
+    def pipelined(self) -> bool:
+        """Whether batches are written on a writer thread (``BatchConfig.pipeline``)."""
+        return self._config.pipeline
+
+    @property
     def assignment(self) -> list[TopicPartitionKey]:
         return sorted(self._claims)
 

@@ -227,7 +227,8 @@ class _Writer:
     def close(self, timeout: float) -> None:
         """Let the thread end once its batch (if any) is written; wait up to ``timeout``.
         A daemon: a write still running past that (a hung database) does not hold up the
-        process, and its transaction never commits once the process is gone."""
+        process; should it still commit, it does so before the partitions' next owner
+        claims them, or is fenced."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()

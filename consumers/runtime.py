@@ -1,20 +1,36 @@
 """The one batch loop every sink runs in.
 
-Lifecycle of a batch:
+Lifecycle of a batch (two stages, on two threads, with a queue of one between them):
 
 1. **poll** — wait up to ``max_wait`` for a first record, then take what the consumer
    has at hand (``consume(num_messages, linger)``); the batch closes at ``max_records``,
    as soon as a ``consume`` call hands over fewer records than asked (nothing more is
    immediately available: low load costs one fetch and one commit), or ``max_wait``
    after its first record;
-2. **decode** — bytes → typed events (both wire formats, writer → reader schema);
-   undecodable records are set aside as poison;
-3. **write** — one Postgres transaction: the sink writes its rows (a row the database
-   rejects for its data is isolated by bisecting the batch in savepoints), dead letters
-   are flushed to Kafka, then the batch's offsets are stored in ``consumer_offsets``,
-   fenced by the generation claimed on assignment; commit;
-4. **acknowledge** — only after the Postgres commit, offsets are also committed to Kafka
-   (asynchronously) so standard lag tools see progress.
+2. **decode** — bytes → typed events or COPY rows (both wire formats, writer → reader
+   schema); undecodable records are set aside as poison. The batch is cut under the
+   *claims* its partitions have now: it may be written only while they still stand;
+3. **hand over** — wait until the writer has finished the previous batch and take its
+   outcome (below), then give it this one;
+4. **write** (the writer thread) — one Postgres transaction: the sink writes its rows (a
+   row the database rejects for its data is isolated by bisecting the batch in
+   savepoints), dead letters are flushed to Kafka, then the batch's offsets are stored
+   in ``consumer_offsets``, fenced by the generation of the claims it was cut under;
+   commit;
+5. **acknowledge** (the loop, when it takes the outcome) — only after the Postgres
+   commit, offsets are also committed to Kafka (asynchronously) so standard lag tools
+   see progress. A failed write comes back here: a transient one is retried on the loop's
+   thread, paused, as before (the next batch waits, cut, until it lands); ``Fenced``
+   drops the batch and rewinds what is still ours; anything else ends the worker.
+
+So while batch N is written, batch N+1 is polled and decoded; batches are committed one
+at a time, in the order they were read. Only the loop's thread touches the Kafka
+consumer (poll, pause/resume, seek, rebalance callbacks); the writer touches Postgres and
+the dead-letter producer only. A revocation (or a lost assignment) first waits for the
+batch being written — its commit lands before the new owner claims, or is fenced — then
+drops every record of the revoked partitions it holds: buffered, cut, or waiting to be
+retried. ``BatchConfig.pipeline=False`` (``SIDESTREAM_CONSUMER_PIPELINE=false``) writes
+on the loop's thread instead: the same steps, one after the other.
 
 Postgres is the source of truth for positions: on assignment the runtime claims the
 partitions in Postgres and starts from the offsets stored there — after checking each
@@ -22,11 +38,13 @@ against the partition's log (:mod:`consumers.log_range`): a stored offset before
 log's start or past its confirmed end is refused or reset, as the policy says, never
 followed silently. A running worker repeats the check every ``log_check_interval_s`` (a
 topic recreated under it). While Postgres is unreachable the runtime pauses its
-partitions (holding one batch, no more) and retries with backoff until it returns; the
-pause belongs to that batch, so it ends when the batch is written or taken away by a
-rebalance. Claiming on assignment retries the same way and never gives up: past the
-retry deadline the worker reports not ready and keeps trying. On SIGTERM it stops
-polling, finishes the batch it holds, commits and leaves the group within a deadline.
+partitions (holding the failed batch, the next one cut, and what was buffered — no more)
+and retries with backoff until it returns; the pause belongs to the failed batch, so it
+ends when that batch is written or taken away by a rebalance. Claiming on assignment
+retries the same way and never gives up: past the retry deadline the worker reports not
+ready and keeps trying. On SIGTERM it stops polling, waits for the batch being written,
+writes the records it holds, commits and leaves the group — both stages within one
+deadline.
 """
 
 from __future__ import annotations
@@ -89,6 +107,8 @@ class BatchConfig:
     backoff: Backoff = field(default_factory=Backoff)
     offset_out_of_range: OutOfRangePolicy = OutOfRangePolicy.REFUSE
     log_check_interval_s: float = 10.0
+    #: Write batch N on a writer thread while batch N+1 is polled and decoded.
+    pipeline: bool = setting_default("consumer_pipeline")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatchConfig:
@@ -101,6 +121,7 @@ class BatchConfig:
             shutdown_deadline_s=settings.consumer_shutdown_deadline_s,
             offset_out_of_range=OutOfRangePolicy(settings.consumer_offset_out_of_range),
             log_check_interval_s=settings.consumer_offset_check_interval_s,
+            pipeline=settings.consumer_pipeline,
         )
 
 
@@ -125,6 +146,109 @@ class _Refused:
 
     condition: OffsetOutOfRange
     claim: Claim
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Records cut from the buffer under ``claims`` (each partition's claim when it was
+    cut): only while those claims still stand may the batch be written."""
+
+    messages: list[Message]
+    claims: dict[TopicPartitionKey, Claim]
+    # The next offset of each partition once the batch is committed.
+    positions: dict[TopicPartitionKey, int]
+    # None until decoded (a registry outage can leave it so until the retry decodes it).
+    decoded: tuple[list[Record[Any]], list[_Poison]] | None = None
+
+    def only(self, keys: set[TopicPartitionKey]) -> _Batch:
+        """The part of this batch that belongs to the partitions ``keys``."""
+
+        def ours(topic: str | None, partition: int | None) -> bool:
+            return (topic or "", partition or 0) in keys
+
+        decoded = None
+        if self.decoded is not None:
+            records, poison = self.decoded
+            decoded = (
+                [r for r in records if ours(r.raw.topic, r.raw.partition)],
+                [p for p in poison if ours(p.raw.topic, p.raw.partition)],
+            )
+        return _Batch(
+            [m for m in self.messages if ours(m.topic(), m.partition())],
+            {k: c for k, c in self.claims.items() if k in keys},
+            {k: n for k, n in self.positions.items() if k in keys},
+            decoded,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What the writer reports of a committed batch."""
+
+    rows: int
+    dead_letters: int
+
+
+class _Writer:
+    """One thread writing the batches it is handed, one at a time: a queue of one.
+
+    The loop hands a batch over with :meth:`submit` only after it took the previous
+    batch's outcome with :meth:`outcome`, so at most one batch is being written and
+    batches commit in the order they were read. The thread runs ``write`` (Postgres and
+    the dead-letter producer), never the Kafka consumer; whatever ``write`` raises is the
+    outcome, for the loop to act on.
+    """
+
+    def __init__(self, write: Callable[[_Batch], _Written], *, name: str) -> None:
+        self._write = write
+        self._changed = threading.Condition()
+        self._job: _Batch | None = None
+        self._result: _Written | BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: _Batch) -> None:
+        with self._changed:
+            if self._job is not None or self._result is not None:
+                raise RuntimeError("the writer holds a batch already (a queue of one)")
+            self._job = batch
+            self._changed.notify_all()
+
+    def outcome(self, timeout: float | None) -> _Written | BaseException | None:
+        """The handed-over batch's outcome, waiting up to ``timeout`` seconds (None:
+        until it is written); None if it is not written yet."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._result is not None, timeout):
+                return None
+            result, self._result = self._result, None
+            return result
+
+    def close(self, timeout: float) -> None:
+        """Let the thread end once its batch (if any) is written; wait up to ``timeout``.
+        A daemon: a write still running past that (a hung database) does not hold up the
+        process; should it still commit, it does so before the partitions' next owner
+        claims them, or is fenced."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join(timeout)
+
+    def _serve(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._job is not None or self._closed)
+                job = self._job
+                if job is None:
+                    return
+            result: _Written | BaseException
+            try:
+                result = self._write(job)
+            except BaseException as exc:  # handed to the loop, which decides what it means
+                result = exc
+            with self._changed:
+                self._job, self._result = None, result
+                self._changed.notify_all()
 
 
 class BatchRuntime:
@@ -177,6 +301,13 @@ class BatchRuntime:
         self._stored: dict[TopicPartitionKey, int] = {}
         self._buffer: list[Message] = []
         self._batch_opened_at: float | None = None
+        # The batch cut and decoded, waiting for the writer to take it.
+        self._waiting: _Batch | None = None
+        # The batch handed to the writer, until the loop took its outcome (and that
+        # outcome, when a revocation collected it and the loop has yet to act on it).
+        self._in_flight: _Batch | None = None
+        self._outcome: _Written | BaseException | None = None
+        self._writer: _Writer | None = None
         # The consumer handed over fewer records than asked: nothing more at hand.
         self._drained = False
         # Paused while the batch in hand is retried; the pause ends with that batch.
@@ -203,6 +334,11 @@ class BatchRuntime:
         return not (failing or self._refused or self._stop_requested.is_set())
 
     @property
+    def pipelined(self) -> bool:
+        """Whether batches are written on a writer thread (``BatchConfig.pipeline``)."""
+        return self._config.pipeline
+
+    @property
     def assignment(self) -> list[TopicPartitionKey]:
         return sorted(self._claims)
 
@@ -220,22 +356,32 @@ class BatchRuntime:
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
+        if self._config.pipeline:
+            self._writer = _Writer(self._write_and_commit, name=f"{self._sink.name}-writer")
         status = ExitStatus.DRAINED
         try:
             while not stop.is_set():
                 self._poll()
+                self._settle(deadline=None, wait=False)
                 if self._batch_due():
                     self._process_batch(deadline=None)
                 self._maintain()
+            # Both stages drain within one deadline: the batch being written, then the
+            # records still buffered (written on this thread: there is no next batch).
             deadline = self._clock() + self._config.shutdown_deadline_s
-            if self._buffer:
-                logger.info("draining: writing the last %d records", len(self._buffer))
-                try:
+            try:
+                self._settle(deadline=deadline)
+                if self._buffer:
+                    logger.info("draining: writing the last %d records", len(self._buffer))
                     self._process_batch(deadline=deadline)
-                except _ShutdownDeadlineError:
-                    logger.error("shutdown deadline passed; the unwritten batch will be re-read")
-                    status = ExitStatus.ABANDONED
+            except _ShutdownDeadlineError:
+                logger.error("shutdown deadline passed; the unwritten batch will be re-read")
+                status = ExitStatus.ABANDONED
         finally:
+            if self._writer is not None:
+                # Idle unless a write outlived the deadline (or the loop failed): that one
+                # commits before the new owner claims its partitions, or is fenced.
+                self._writer.close(timeout=1.0)
             # close() leaves the group at once, so partitions move without waiting for
             # the session timeout. Nothing is committed here: Postgres has the offsets.
             self._consumer.close()
@@ -279,6 +425,14 @@ class BatchRuntime:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels(self._sink.name, "revoke").inc()
         revoked = {(p.topic, p.partition) for p in partitions}
+        # The batch being written finishes first: its commit lands before the new owner
+        # claims (or, past a lost session, is fenced). A success is acknowledged now; a
+        # failure waits for the loop (a retry cannot run inside a callback), which then
+        # writes only what is still ours.
+        if self._in_flight is not None and self._outcome is None and self._writer is not None:
+            self._outcome = self._writer.outcome(timeout=None)
+        if isinstance(self._outcome, _Written):
+            self._settle(deadline=None)
         for key in revoked:
             self._claims.pop(key, None)
             self._stored.pop(key, None)
@@ -289,7 +443,8 @@ class BatchRuntime:
                 self._lag_series.discard(key)
                 self._metrics.lag.remove(self._sink.name, key[0], str(key[1]))
         # Records of revoked partitions are abandoned, not written: the new owner reads
-        # them again from the offsets stored in Postgres.
+        # them again from the offsets stored in Postgres. (A cut batch, or one waiting to
+        # be retried, sheds them when it is next handed over: their claims are gone.)
         self._buffer = [m for m in self._buffer if (m.topic(), m.partition()) not in revoked]
         consumer.unassign()
         logger.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(revoked)))
@@ -455,43 +610,103 @@ class BatchRuntime:
 
     # --- one batch ---------------------------------------------------------------------
     def _process_batch(self, deadline: float | None) -> None:
+        """Cut and decode the buffer, then hand it to the writer once it has finished the
+        previous batch (on this thread when the pipeline is off, or when draining)."""
         messages, self._buffer, self._batch_opened_at = self._buffer, [], None
         self._drained = False
-        decoded: tuple[list[Record[Any]], list[_Poison]] | None = None
+        messages = [m for m in messages if (m.topic(), m.partition()) in self._claims]
+        if not messages:
+            return
+        positions = self._positions(messages)
+        batch = _Batch(messages, {key: self._claims[key] for key in positions}, positions)
+        failure: Exception | None = None
+        try:
+            batch.decoded = self._decode(messages)  # while the writer writes the last batch
+        except RegistryError as exc:
+            failure = exc  # transient: decoded again by the retry below
+        # At most one batch in the writer: take the last one's outcome first (retrying it
+        # here if it failed). Meanwhile this one waits where a rebalance or a fence can
+        # see it.
+        self._waiting = batch
+        try:
+            self._settle(deadline=deadline)
+        finally:
+            waiting, self._waiting = self._waiting, None
+        if waiting is None:
+            return  # dropped: a fence of the last batch rewound its partitions
+        if self._writer is None or deadline is not None or failure is not None:
+            self._write_retrying(waiting, deadline, failure)
+            return
+        batch = self._still_ours(waiting)
+        if batch.positions:
+            self._in_flight = batch
+            self._writer.submit(batch)
+
+    def _settle(self, deadline: float | None, *, wait: bool = True) -> None:
+        """Take the outcome of the batch handed to the writer (waiting for it, up to
+        ``deadline``, unless ``wait`` is false) and act on it: acknowledge a commit;
+        retry a transient failure here, paused, until it lands; drop a fenced batch."""
+        if self._in_flight is None or self._writer is None:
+            return
+        if self._outcome is None:
+            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            self._outcome = self._writer.outcome(timeout if wait else 0.0)
+            if self._outcome is None:
+                if wait:
+                    raise _ShutdownDeadlineError
+                return
+        batch, outcome = self._in_flight, self._outcome
+        self._in_flight = self._outcome = None
+        if isinstance(outcome, _Written):
+            self._acknowledge(batch)
+            self._recovered()
+            return
+        self._write_retrying(batch, deadline, outcome)
+
+    def _still_ours(self, batch: _Batch) -> _Batch:
+        """The part of ``batch`` whose partitions still have the claims it was cut under:
+        a rebalance (or a reset) since then hands the rest to whoever reads it next."""
+        keep = {key for key, claim in batch.claims.items() if self._claims.get(key) == claim}
+        return batch if len(keep) == len(batch.claims) else batch.only(keep)
+
+    def _write_retrying(
+        self, batch: _Batch, deadline: float | None, failure: BaseException | None = None
+    ) -> None:
+        """Write ``batch`` on this thread until it commits, is fenced or is taken away;
+        ``failure``: how its last attempt (by the writer) ended. A transient failure
+        pauses consumption and retries with backoff; the writer is idle meanwhile."""
         attempt = 0
         while True:
             # A rebalance during a retry may have taken partitions away: drop their records.
-            messages = [m for m in messages if (m.topic(), m.partition()) in self._claims]
-            positions = self._positions(messages)
-            if not positions:
+            batch = self._still_ours(batch)
+            if not batch.positions:
                 # The batch is gone, and with it the reason to hold consumption.
                 self._resume("the retried batch's partitions were revoked")
                 return
-            try:
-                if decoded is None:
-                    decoded = self._decode(messages)
-                records, poison = decoded
-                records = [r for r in records if (r.raw.topic, r.raw.partition) in self._claims]
-                poison = [p for p in poison if (p.raw.topic, p.raw.partition) in self._claims]
-                self._write_and_commit(records, poison, positions)
-            except Fenced as exc:
+            if failure is None:
+                try:
+                    self._write_and_commit(batch)
+                except Exception as exc:
+                    failure = exc
+                else:
+                    self._acknowledge(batch)
+                    self._recovered()
+                    return
+            if isinstance(failure, Fenced):
                 # Fenced is the database's answer: it is reachable.
                 self._metrics.fenced.labels(self._sink.name).inc()
-                logger.warning("%s; dropping the batch and re-reading", exc)
-                self._after_fence(exc, messages)
+                logger.warning("%s; dropping the batch and re-reading", failure)
+                self._after_fence(failure, batch)
                 self._recovered()
                 return
-            except Exception as exc:
-                # A schema registry or dead-letter outage is as transient as a database one.
-                if not (is_transient(exc) or isinstance(exc, DeadLetterError | RegistryError)):
-                    raise
-                if deadline is not None and self._clock() >= deadline:
-                    raise _ShutdownDeadlineError from exc
-                self._wait_for_recovery(exc, attempt, deadline)
-                attempt += 1
-                continue
-            self._recovered()
-            return
+            # A schema registry or dead-letter outage is as transient as a database one.
+            if not (is_transient(failure) or isinstance(failure, DeadLetterError | RegistryError)):
+                raise failure
+            if deadline is not None and self._clock() >= deadline:
+                raise _ShutdownDeadlineError from failure
+            self._wait_for_recovery(failure, attempt, deadline)
+            attempt += 1
+            failure = None
 
     def _decode(self, messages: list[Message]) -> tuple[list[Record[Any]], list[_Poison]]:
         records: list[Record[Any]] = []
@@ -541,12 +756,17 @@ class BatchRuntime:
                 positions[key] = max(positions.get(key, 0), (message.offset() or 0) + 1)
         return positions
 
-    def _write_and_commit(
-        self,
-        records: list[Record[Any]],
-        poison: list[_Poison],
-        positions: dict[TopicPartitionKey, int],
-    ) -> None:
+    def _write_and_commit(self, batch: _Batch) -> _Written:
+        """One Postgres transaction: rows, dead letters, offsets; commit.
+
+        Runs on the writer thread (or the loop's, never both at once): it touches the
+        database, the dead-letter producer, the sink and metrics — not the consumer, and
+        not the loop's state; the batch carries the claims its offsets are fenced by.
+        """
+        if batch.decoded is None:
+            batch.decoded = self._decode(batch.messages)
+        records, poison = batch.decoded
+        positions = batch.positions
         started = time.perf_counter()
         sink = self._sink.name
         with self._pool.connection() as conn, conn.transaction():
@@ -560,14 +780,8 @@ class BatchRuntime:
                     letter.raw, error_class=letter.error_class, message=letter.message
                 )
             self._dead_letters.flush(self._config.dead_letter_timeout_s)
-            self._offsets.commit(conn, positions, self._claims)
-        self._stored.update(positions)
+            self._offsets.commit(conn, positions, batch.claims)
         self._dead_letters.forget_before(positions)
-        # Postgres has the rows and the offsets: now tell Kafka too (for lag tooling).
-        self._consumer.commit(
-            offsets=[TopicPartition(t, p, offset) for (t, p), offset in positions.items()],
-            asynchronous=True,
-        )
         self.batches_committed += 1
         good = len(records) - len(rejected)
         self._metrics.rows_written.labels(sink).inc(written)
@@ -581,7 +795,11 @@ class BatchRuntime:
                 1 for p in poison if p.raw.topic == topic
             )
             self._metrics.records.labels(sink, topic).inc(count)
-        self._observe_lag(records, positions)
+        if records:
+            oldest = min(r.event.occurred_at for r in records)
+            self._metrics.event_time_lag.labels(sink).set(
+                max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+            )
         logger.debug(
             "committed %d records (%d new rows, %d dead letters) up to %s",
             len(records) + len(poison),
@@ -589,6 +807,18 @@ class BatchRuntime:
             len(dead),
             positions,
         )
+        return _Written(rows=written, dead_letters=len(dead))
+
+    def _acknowledge(self, batch: _Batch) -> None:
+        """The loop's side of a commit: remember the positions, tell Kafka (lag tools)."""
+        positions = batch.positions
+        self._stored.update(positions)
+        # Postgres has the rows and the offsets: now tell Kafka too (for lag tooling).
+        self._consumer.commit(
+            offsets=[TopicPartition(t, p, offset) for (t, p), offset in positions.items()],
+            asynchronous=True,
+        )
+        self._observe_lag(positions)
 
     def _write_isolating_poison(
         self, conn: psycopg.Connection[Any], records: list[Record[Any]]
@@ -685,6 +915,8 @@ class BatchRuntime:
         if self._failing_since is not None:
             interval = min(interval, self._config.backoff.cap_s)
         self._next_maintenance = now + interval
+        # Checks move claims and positions: none may change under a batch being written.
+        self._settle(deadline=None)
         if self._failing_since is not None:
             try:
                 # A short wait: the loop (and a stop request) should not hang on a probe.
@@ -772,22 +1004,32 @@ class BatchRuntime:
         self._consumer.resume([partition])
         return True
 
-    def _after_fence(self, exc: Fenced, messages: list[Message]) -> None:
+    def _after_fence(self, exc: Fenced, batch: _Batch) -> None:
         for key in exc.partitions:
-            self._claims.pop(key, None)
-        # Partitions still ours were rolled back with the batch: read them again.
+            # Another worker claimed it: ours no more (unless we claimed it again since).
+            if self._claims.get(key) == batch.claims.get(key):
+                self._claims.pop(key, None)
+        # Partitions still ours were rolled back with the batch: read them again, from its
+        # first record. What was read after it (buffered, or cut and waiting for the
+        # writer) goes too, so that nothing commits ahead of the re-read records.
         first: dict[TopicPartitionKey, int] = {}
-        for message in messages:
+        for message in batch.messages:
             key = (message.topic() or "", message.partition() or 0)
-            if key in self._claims:
+            if key in self._claims and self._claims[key] == batch.claims.get(key):
                 first[key] = min(first.get(key, message.offset() or 0), message.offset() or 0)
+        if not first:
+            return
+        self._buffer = [m for m in self._buffer if (m.topic(), m.partition()) not in first]
+        if self._waiting is not None:
+            waiting = self._waiting.only(set(self._waiting.claims) - set(first))
+            self._waiting = waiting if waiting.positions else None
         for (topic, partition), offset in first.items():
+            # A rewind noted while paused lies past the batch: this seek replaces it.
+            self._rewind.pop((topic, partition), None)
             self._consumer.seek(TopicPartition(topic, partition, offset))
 
     # --- lag -----------------------------------------------------------------------------
-    def _observe_lag(
-        self, records: list[Record[Any]], positions: dict[TopicPartitionKey, int]
-    ) -> None:
+    def _observe_lag(self, positions: dict[TopicPartitionKey, int]) -> None:
         for (topic, partition), position in positions.items():
             try:
                 _low, high = self._consumer.get_watermark_offsets(
@@ -800,8 +1042,3 @@ class BatchRuntime:
                 max(0, high - position)
             )
             self._lag_series.add((topic, partition))
-        if records:
-            oldest = min(r.event.occurred_at for r in records)
-            self._metrics.event_time_lag.labels(self._sink.name).set(
-                max(0.0, (datetime.now(UTC) - oldest).total_seconds())
-            )

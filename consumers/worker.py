@@ -29,7 +29,11 @@ from runtime.clients import (
     kafka_reachable,
     postgres_pool,
 )
-from runtime.lifecycle import freeze_startup_objects, stop_on_signals
+from runtime.lifecycle import (
+    freeze_startup_objects,
+    hand_the_gil_over_promptly,
+    stop_on_signals,
+)
 from schemas import EventDeserializer
 from schemas.topics import topic_for
 
@@ -153,6 +157,8 @@ def run_worker(
         ):
             if install_signal_handlers:  # the process is ours (not a thread in a test)
                 freeze_startup_objects()
+                if runtime.pipelined:
+                    hand_the_gil_over_promptly()
             status = runtime.run(stop)
     finally:
         producer.flush(5)

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         default=20.0, gt=0, description="SIGTERM: finish the batch and leave the group within this."
     )
     consumer_max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    consumer_pipeline: bool = Field(
+        default=True,
+        description="Write a batch on a writer thread while the next one is polled and "
+        "decoded; false = poll, decode and write one after the other on one thread.",
+    )
     consumer_offset_out_of_range: Literal["refuse", "earliest", "latest"] = Field(
         default="refuse",
         description="A stored offset outside the partition's log (past its end, before its "

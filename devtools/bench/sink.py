@@ -33,7 +33,7 @@ from devtools.bench.harness import (
 from producers.synthetic import SyntheticEvents
 from runtime import Settings
 from runtime.clients import kafka_consumer, kafka_producer, postgres_connect
-from runtime.lifecycle import freeze_startup_objects
+from runtime.lifecycle import freeze_startup_objects, hand_the_gil_over_promptly
 from schemas import AuditEvent, EventDeserializer, EventSerializer
 
 SECTION = "sink"
@@ -91,12 +91,19 @@ def _measure_until_done(
 
 
 def _sink_rate(
-    ctx: BenchContext, topic: str, total: int, *, batch: int | None = None
+    ctx: BenchContext,
+    topic: str,
+    total: int,
+    *,
+    batch: int | None = None,
+    pipeline: bool | None = None,
 ) -> tuple[float, float]:
     schema = ctx.schema("sink", [CONSUMER_MIGRATIONS])
     config = BatchConfig.from_settings(ctx.settings)
     if batch is not None:
         config = dataclasses.replace(config, max_records=batch)
+    if pipeline is not None:
+        config = dataclasses.replace(config, pipeline=pipeline)
     worker = EmbeddedWorker(
         ctx.settings,
         WorkerOptions("audit", group_id=ctx.name("g"), topics=(topic,), schema=schema),
@@ -260,6 +267,8 @@ def run(ctx: BenchContext) -> list[Figure]:
     # worker process freezes what it built at start (`consumers.worker`), so the cyclic GC
     # does not rescan the benchmark's own data for the worker.
     freeze_startup_objects()
+    if ctx.settings.consumer_pipeline:
+        hand_the_gil_over_promptly()  # as a pipelined worker process does
 
     join_s, sink = _sink_rate(ctx, topic, total)
     copy = _raw_copy_rate(ctx, events, batch)
@@ -285,6 +294,20 @@ def run(ctx: BenchContext) -> list[Figure]:
         ),
         Figure(SECTION, "consumer group join", join_s, "s", note="excluded from throughput"),
     ]
+    # The same backlog with the writer thread switched the other way: what the pipeline
+    # buys in this run (single runs swing with the machine's load; this ratio less so).
+    pipelined = ctx.settings.consumer_pipeline
+    _join, other = _sink_rate(ctx, topic, total, pipeline=not pipelined)
+    figures.append(
+        Figure(
+            SECTION,
+            f"audit sink, writer thread {'off' if pipelined else 'on'} (CONSUMER_PIPELINE)",
+            other,
+            "rows/s",
+            sink,
+            f"writer thread {'on' if pipelined else 'off'}",
+        )
+    )
     for size in (500, 2000, 5000) if not ctx.sizes.quick else (500, 5000):
         _join, rate = _sink_rate(ctx, topic, total, batch=size)
         figures.append(Figure(SECTION, f"batch size {size}", rate, "rows/s", sink, "default batch"))

@@ -9,6 +9,7 @@ Every test gets fresh topic, group, schema and key-prefix names, and cleans them
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -63,6 +64,22 @@ def stack_settings() -> Iterator[Settings]:
         if started_here:
             cleanup.callback(local.down)
         yield base
+
+
+@pytest.fixture(autouse=True)
+def _process_logging_restored() -> Iterator[None]:
+    """Undo a test's process-wide logging set-up: a command run in this process (typer's
+    ``CliRunner``) calls ``configure_logging``, which replaces the root logger's handlers
+    and level, and they would stay for every later test. Handlers pytest took away are
+    its own and it puts them back for each phase."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
 
 
 @pytest.fixture

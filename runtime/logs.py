@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Literal, TextIO
+from typing import Literal
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -39,30 +39,12 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-class _StderrHandler(logging.StreamHandler[TextIO]):
-    """Writes each record to ``sys.stderr`` as it is when the record is emitted.
-
-    A handler built with the ``sys.stderr`` object of the moment keeps writing to that
-    object: after code that swaps the stream for a while (typer's ``CliRunner`` runs a
-    command in-process with a temporary one) every later record fails with "I/O operation
-    on closed file". The standard library's last-resort handler looks it up the same way.
-    """
-
-    def __init__(self) -> None:
-        logging.Handler.__init__(self)  # not StreamHandler's: it would pin a stream
-
-    # Read-only on purpose: always the current stderr.
-    @property
-    def stream(self) -> TextIO:  # type: ignore[override]
-        return sys.stderr
-
-
 def configure_logging(
     level: str = "INFO", fmt: Literal["auto", "json", "console"] = "auto"
 ) -> None:
     """Send all logs to stderr as JSON lines, or human-readable lines on a TTY."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    handler = _StderrHandler()
+    handler = logging.StreamHandler(sys.stderr)
     if use_json:
         handler.setFormatter(
             JsonFormatter(
@@ -83,3 +65,9 @@ def configure_logging(
     # librdkafka and the HTTP stack are chatty at INFO.
     for noisy in ("urllib3", "httpx", "aiokafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # faust and mode log every service's start and stop and whole recovery tables at INFO
+    # (~165 lines per live-analytics start and stop): kept for DEBUG.
+    for chatty in ("faust", "mode"):
+        logging.getLogger(chatty).setLevel(
+            root.level if root.level < logging.INFO else max(logging.WARNING, root.level)
+        )

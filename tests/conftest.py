@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -132,22 +131,6 @@ def stack_settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
         if started_here and run_id is None:
             cleanup.callback(local.down)
         yield base
-
-
-@pytest.fixture(autouse=True)
-def _process_logging_restored() -> Iterator[None]:
-    """Undo a test's process-wide logging set-up: a command run in this process (typer's
-    ``CliRunner``) calls ``configure_logging``, which replaces the root logger's handlers
-    and level, and they would stay for every later test. Handlers pytest took away are
-    its own and it puts them back for each phase."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
 
 
 @pytest.fixture

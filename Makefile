@@ -8,6 +8,9 @@ SS := $(BIN)/sidestream
 STAMP := $(VENV)/.installed
 W ?= audit
 PYTEST_ARGS ?=
+# `make test` runs the suite on this many processes (pytest-xdist), sharing one local stack;
+# many tests mostly wait (group joins, timeouts, child processes), so 2 cores keep 2 busy.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: workers console chaos chaos-quick replay dlq-show dlq-redrive lag observe observe-down deploy-check tools help setup lock up down status migrate topics reset-topics worker demo test test-all test-chaos api notifications load bench bench-quick lint fmt typecheck schemas-check clean
@@ -58,8 +61,8 @@ schemas-check: $(STAMP) ## Fail on a changed/unreleased schema version, a breaki
 demo: $(STAMP) ## Run the main job end to end on the local stack and print a summary
 	$(SS) demo
 
-test: $(STAMP) ## Run the test suite (starts the local stack it needs)
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: $(STAMP) ## Run the test suite on TEST_WORKERS=2 processes (starts the local stack it needs)
+	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## Run every test, including the slow chaos-marked ones
 	$(BIN)/pytest -m 'not bench' $(PYTEST_ARGS)

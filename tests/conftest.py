@@ -4,13 +4,19 @@ The servers come from the project's own launcher (``devtools.localstack``), or f
 testcontainers when ``SIDESTREAM_TEST_STACK=docker`` (or ``auto`` with an engine). A
 session reuses a stack that is already up (``make up``) and stops only what it started.
 Every test gets fresh topic, group, schema and key-prefix names, and cleans them up.
+
+Under pytest-xdist (``make test`` runs ``-n 2``) the worker processes share one local
+stack: the first worker that needs it starts it under a file lock, and the controller
+stops it once every worker finished (see :class:`_OneStackForAllWorkers`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,7 +26,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from psycopg import sql
 
 from devtools.localstack import LocalStack, docker_available
-from runtime import Settings, load_settings
+from runtime import ConfigError, Settings, load_settings
 from runtime.clients import kafka_admin, postgres_connect, redis_client
 from runtime.ports import refused_port
 
@@ -48,19 +54,81 @@ def _docker_settings(base: Settings, stack: contextlib.ExitStack) -> Settings:
     )
 
 
+#: ``workerinput`` key: the id of the xdist run, known to the controller and its workers.
+_RUN_KEY = "sidestream_stack_run"
+
+
+def _stack_files(settings: Settings) -> tuple[Path, Path]:
+    """The lock that serialises starting the local stack, and the file naming the xdist
+    run that started it (the controller stops a stack only its own workers started)."""
+    stack_dir = Path(settings.stack_dir).resolve()
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    return stack_dir / "test-session.lock", stack_dir / "test-session.started-by"
+
+
+@contextlib.contextmanager
+def _stack_lock(settings: Settings) -> Iterator[None]:
+    """Hold an exclusive lock on the stack dir: two workers checking "is it up?" at once
+    would both start servers on the same ports. The holder's wait is bounded by the
+    servers' own start timeouts; the lock goes with the process if it dies."""
+    lock_path, _ = _stack_files(settings)
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class _OneStackForAllWorkers:
+    """Controller-side plugin of an xdist run: hands the workers a run id, and stops the
+    local stack at the end if one of them started it. Stopping it in a worker's session
+    teardown would pull it from under the workers still running."""
+
+    def __init__(self) -> None:
+        self.run_id = uuid.uuid4().hex
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[_RUN_KEY] = self.run_id
+
+    def pytest_sessionfinish(self) -> None:
+        try:
+            settings = load_settings()
+        except ConfigError:
+            return  # no worker could have started a stack with these settings either
+        _, started_by = _stack_files(settings)
+        with _stack_lock(settings):
+            if started_by.exists() and started_by.read_text().strip() == self.run_id:
+                LocalStack(settings).down()
+                started_by.unlink()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Only the controller of a run with workers (`-n 2`); `-n 0` runs the tests in-process.
+    option = config.option
+    with_workers = getattr(option, "numprocesses", None) or getattr(option, "tx", None)
+    if with_workers and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_OneStackForAllWorkers(), "sidestream-one-stack")
+
+
 @pytest.fixture(scope="session")
-def stack_settings() -> Iterator[Settings]:
+def stack_settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
     """Settings pointing at running Kafka, Postgres and Redis for the whole session."""
     base = load_settings()
     use_docker = base.test_stack == "docker" or (base.test_stack == "auto" and docker_available())
     with contextlib.ExitStack() as cleanup:
         if use_docker:
+            # Under xdist every worker gets containers of its own.
             yield _docker_settings(base, cleanup)
             return
         local = LocalStack(base)
-        started_here = not local.is_up()
-        local.up()
-        if started_here:
+        run_id: str | None = getattr(request.config, "workerinput", {}).get(_RUN_KEY)
+        with _stack_lock(base):
+            started_here = not local.is_up()
+            local.up()
+            if started_here and run_id is not None:
+                _stack_files(base)[1].write_text(f"{run_id}\n")
+        if started_here and run_id is None:
             cleanup.callback(local.down)
         yield base
 

@@ -4,6 +4,9 @@ developer command says in one line what to install instead of a traceback."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -16,8 +19,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def runtime_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtualenv with only the runtime lock and the package's own wheel."""
-    home = tmp_path_factory.mktemp("runtime-venv")
+    """A fresh virtualenv with only the runtime lock and the package's own wheel.
+
+    Built once per test run: under xdist the module's tests may land on several workers,
+    so the first builds it (under a lock, in the run's shared temp dir) and the others
+    reuse it — building it again costs a minute of pip per worker and proves nothing more.
+    """
+    shared = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent  # the run's own dir, above each worker's
+    home = shared / "runtime-venv"
+    with (shared / "runtime-venv.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (home / "built").exists():
+            shutil.rmtree(home, ignore_errors=True)  # a build that failed half-way
+            _build(home)
+            (home / "built").touch()
+    return home / "venv" / "bin"
+
+
+def _build(home: Path) -> None:
     venv.create(home / "venv", with_pip=True)
     python = home / "venv" / "bin" / "python"
     quiet = ["-q", "--disable-pip-version-check"]
@@ -30,7 +51,6 @@ def runtime_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "pip", *build, str(ROOT)], check=True)
     (wheel,) = (home / "wheel").glob("sidestream-*.whl")
     subprocess.run([python, "-m", "pip", "install", *quiet, "--no-deps", wheel], check=True)
-    return home / "venv" / "bin"
 
 
 def _run(bin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

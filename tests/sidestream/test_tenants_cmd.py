@@ -3,6 +3,7 @@ real Postgres): the secret is printed once, lists never show it, revocation stic
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -38,11 +39,23 @@ def _cli(settings: Settings, schema: str, *args: str) -> _Result:
         "SIDESTREAM_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
         "SIDESTREAM_POSTGRES_SCHEMA": schema,
     }
+    # The command sets up process-wide logging (``configure_logging``) on the runner's
+    # temporary stderr, closed once it returns: put the root logger back as it was, or
+    # every later record, in any later test, is "--- Logging error --- I/O operation on
+    # closed file".
+    root = logging.getLogger()
+    level, handlers = root.level, root.handlers[:]
     context.settings.cache_clear()
     try:
         result = CliRunner().invoke(app, list(args), env=env)
     finally:
         context.settings.cache_clear()
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
     return _Result(result.exit_code, result.stdout, result.stderr)
 
 

@@ -1,4 +1,9 @@
-"""A fresh in-memory broker: offsets stored for the previous one's log are forgotten."""
+"""A fresh in-memory broker: offsets stored for the previous one's log are forgotten.
+
+Forgetting deletes ``consumer_offsets`` rows in *every* schema of the database, so the test
+works in a database of its own: in the shared one it would wipe the offsets of tests
+running meanwhile on other xdist workers.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -14,7 +20,7 @@ from psycopg import sql
 from devtools.localstack.incarnation import MARKER_TOPIC, forget_offsets_of_previous_broker
 from devtools.localstack.kafka import KafkaServer
 from runtime import Settings
-from runtime.clients import kafka_admin
+from runtime.clients import kafka_admin, postgres_connect
 
 
 @pytest.fixture
@@ -28,13 +34,33 @@ def broker(tmp_path: Path) -> Iterator[KafkaServer]:
     server.stop()
 
 
+@pytest.fixture
+def private_database(
+    stack_settings: Settings, pg_conn: psycopg.Connection[Any], unique: Any
+) -> Iterator[Settings]:
+    """Settings naming a fresh database on the session's Postgres, dropped afterwards."""
+    name = unique("incarnation")
+    pg_conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = urlsplit(stack_settings.postgres_dsn.get_secret_value())._replace(path=f"/{name}")
+    yield stack_settings.with_overrides(postgres_dsn=dsn.geturl())
+    pg_conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def private_conn(private_database: Settings) -> Iterator[psycopg.Connection[Any]]:
+    with postgres_connect(private_database, autocommit=True) as conn:
+        yield conn
+
+
 def test_offsets_left_by_a_previous_broker_are_forgotten_once(
-    stack_settings: Settings,
+    private_database: Settings,
     broker: KafkaServer,
-    pg_conn: psycopg.Connection[Any],
-    pg_schema: str,
+    private_conn: psycopg.Connection[Any],
+    unique: Any,
 ) -> None:
-    settings = stack_settings.with_overrides(kafka_bootstrap_servers=broker.address)
+    settings = private_database.with_overrides(kafka_bootstrap_servers=broker.address)
+    pg_conn, pg_schema = private_conn, unique("t")
+    pg_conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(pg_schema)))
     table = sql.Identifier(pg_schema, "consumer_offsets")
     pg_conn.execute(
         sql.SQL(

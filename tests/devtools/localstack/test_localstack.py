@@ -239,8 +239,12 @@ def test_status_is_not_fooled_by_another_stack_answering_on_its_port(
         assert "does not listen" in redis_status.detail
         assert "another process listens there" in redis_status.detail
         assert not statuses["kafka"].healthy  # nothing recorded in this stack dir
+        confused_redis = confused.server("redis")
+        # `start` waits for the recorded process to serve the port, which it never will:
+        # the default 30 s of that wait prove nothing 2 s do not.
+        confused_redis.start_timeout = 2.0
         with pytest.raises(StackError, match=r"does not listen on port"):
-            confused.server("redis").start()
+            confused_redis.start()
 
         env = {
             **os.environ,

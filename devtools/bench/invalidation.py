@@ -45,6 +45,7 @@ from devtools.bench.harness import (
     stop_process,
     wait_until,
 )
+from producers.delivery import DeliveryReport
 from producers.publisher import EventPublisher
 from runtime import new_registry
 from runtime.clients import redis_client
@@ -156,21 +157,44 @@ def _event(index: int, occurred_at: datetime, prefix: str) -> EntityChanged:
     )
 
 
+class _Acks:
+    """When Kafka acknowledged each change (the publisher's delivery reports), by Kafka key."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at: dict[bytes, float] = {}
+        self.failed = 0
+
+    def __call__(self, report: DeliveryReport) -> None:
+        arrived = time.monotonic()
+        with self._lock:
+            if report.delivered and report.key is not None:
+                self._at[report.key] = arrived
+            else:
+                self.failed += 1
+
+    def at(self, key: bytes) -> float | None:
+        with self._lock:
+            return self._at.get(key)
+
+
 def _publish_paced(
     publisher: EventPublisher, topic: str, count: int, rate: float
-) -> tuple[dict[str, float], float]:
+) -> tuple[dict[str, tuple[bytes, float]], float]:
     """Publish ``count`` changes, change *i* once ``start + i / rate`` (monotonic) is due.
 
-    Returns each key's due time (monotonic) and the seconds publishing took."""
+    Returns, per cache key, the change's Kafka key and due time (monotonic), and the
+    seconds publishing took."""
     started_wall, started = datetime.now(UTC), time.monotonic()
-    due_at: dict[str, float] = {}
+    due_at: dict[str, tuple[bytes, float]] = {}
     sent = 0
     while sent < count:
         due = min(count, int((time.monotonic() - started) * rate) + 1)
         while sent < due:
             event = _event(sent, started_wall + timedelta(seconds=sent / rate), "m")
             publisher.publish(event, topic=topic)
-            due_at[item_key(_TENANT, _ENTITY, event.entity_id)] = started + sent / rate
+            key = item_key(_TENANT, _ENTITY, event.entity_id)
+            due_at[key] = (event.key, started + sent / rate)
             sent += 1
         time.sleep(0.001)
     return due_at, time.monotonic() - started
@@ -185,8 +209,13 @@ def run(ctx: BenchContext) -> list[Figure]:
     group = ctx.name("g")
     peer = [sys.executable, "-m", "devtools.bench.peers", "invalidation", namespace]
     worker = ctx.spawn([*peer, "--group", group, "--topic", topic, "--schema", schema])
+    acks = _Acks()
     publisher = EventPublisher(
-        settings=ctx.settings, registry=new_registry(), producer=_PRODUCER, max_queue=count + 10_000
+        settings=ctx.settings,
+        registry=new_registry(),
+        producer=_PRODUCER,
+        max_queue=count + 10_000,
+        on_delivery=acks,
     )
     recording: Profile | None = None
     try:
@@ -232,6 +261,8 @@ def run(ctx: BenchContext) -> list[Figure]:
             raise RuntimeError(f"the tombstone watch failed: {watch.error}") from watch.error
         if not done:
             raise RuntimeError(f"{watch.count(keys)} of {count} changes were tombstoned")
+        if acks.failed:
+            raise RuntimeError(f"{acks.failed} changes failed to reach Kafka")
         if watch.missing_tombstones:
             raise RuntimeError(
                 f"{len(watch.missing_tombstones)} keys were announced without their tombstone, "
@@ -240,7 +271,12 @@ def run(ctx: BenchContext) -> list[Figure]:
     finally:
         publisher.close(10)
         worker_exit = stop_process(worker)
-    latencies = [((watch.seen(key) or 0.0) - due) * 1000 for key, due in due_at.items()]
+    latencies, to_ack, after_ack = [], [], []
+    for key, (kafka_key, due) in due_at.items():
+        seen, acked = watch.seen(key) or 0.0, acks.at(kafka_key) or 0.0
+        latencies.append((seen - due) * 1000)
+        to_ack.append((acked - due) * 1000)
+        after_ack.append((seen - acked) * 1000)
     note = f"{count:,} changes, one fresh key each; seen on the L1 eviction channel"
     if worker_exit:
         note += f"; worker exit code {worker_exit}"
@@ -268,6 +304,24 @@ def run(ctx: BenchContext) -> list[Figure]:
             "ms",
             target=Target("<=", 100, on="value"),
             note=f"max {max(latencies):.1f} ms; worker batch max wait 20 ms",
+        ),
+        # Where the time goes: the publisher's side (producer linger, the broker's append
+        # and ack) and what remains after the ack, a lower bound on the consumer's share
+        # (the record was fetchable once appended, a little before our ack arrived).
+        Figure(
+            SECTION,
+            "publish → Kafka ack p99",
+            percentile(to_ack, 0.99),
+            "ms",
+            note=f"p50 {percentile(to_ack, 0.5):.1f} ms; producer linger.ms "
+            f"{ctx.settings.linger_ms}",
+        ),
+        Figure(
+            SECTION,
+            "Kafka ack → key tombstoned p99",
+            percentile(after_ack, 0.99),
+            "ms",
+            note=f"p50 {percentile(after_ack, 0.5):.1f} ms; fetch, batch, Redis, pub/sub",
         ),
     ]
     if recording is not None:

@@ -90,6 +90,10 @@ class _TombstoneWatch:
         with self._lock:
             return sum(key in self._seen for key in keys)
 
+    def done(self, keys: list[str]) -> bool:
+        """Every key seen, or the watch failed (no point waiting for the rest)."""
+        return self.error is not None or self.count(keys) == len(keys)
+
     def __enter__(self) -> _TombstoneWatch:
         self._thread.start()
         if not self._subscribed.wait(10) and self.error is None:
@@ -240,8 +244,10 @@ def run(ctx: BenchContext) -> list[Figure]:
                     publisher.publish(event, topic=topic)
                 publisher.flush(30)
                 warm_keys = [item_key(_TENANT, _ENTITY, e.entity_id) for e in warmup]
-                if not wait_until(lambda: watch.count(warm_keys) == _WARMUP, timeout=60):
-                    raise RuntimeError("the warm-up changes were not tombstoned")
+                if not wait_until(lambda: watch.done(warm_keys), timeout=60) or watch.error:
+                    raise RuntimeError(
+                        f"the warm-up changes were not tombstoned ({watch.error or 'timeout'})"
+                    )
 
             with (
                 ctx.console.status(f"invalidation: {count:,} changes at {rate:,}/s..."),
@@ -256,7 +262,7 @@ def run(ctx: BenchContext) -> list[Figure]:
                 if left:
                     raise RuntimeError(f"{left} changes were not delivered to Kafka")
                 keys = list(due_at)
-                done = wait_until(lambda: watch.count(keys) == count, timeout=60)
+                done = wait_until(lambda: watch.done(keys), timeout=60)
         if watch.error is not None:
             raise RuntimeError(f"the tombstone watch failed: {watch.error}") from watch.error
         if not done:

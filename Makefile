@@ -91,7 +91,7 @@ notifications: $(STAMP) ## Notification deliveries by status: make notifications
 load: $(STAMP) ## Publish synthetic events: make load ARGS="--rate 2000 --count 50000"
 	$(SS) load $(ARGS)
 
-bench: $(STAMP) ## Every benchmark against the local stack: scoreboard + bench/results/*.json + a flame graph of the sink worker
+bench: $(STAMP) ## Every benchmark against the local stack: scoreboard + bench/results/*.json + flame graphs of the sink and invalidation workers
 	$(SS) bench --profile
 
 bench-quick: $(STAMP) ## Every benchmark at small sizes (CI: keeps them from rotting; no timing verdicts)

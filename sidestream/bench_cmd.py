@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from devtools.bench import api, cache, console_pages, e2e, live, publish, serde, sink
+from devtools.bench import (
+    api,
+    cache,
+    console_pages,
+    e2e,
+    invalidation,
+    live,
+    publish,
+    serde,
+    sink,
+)
 from devtools.bench.harness import BenchContext, Figure, Section, Sizes, scoreboard, write_results
 from devtools.localstack import LocalStack
 from sidestream.context import console, settings
@@ -21,6 +31,7 @@ SECTIONS: dict[str, Section] = {
     "cache": cache.run,
     "api": api.run,
     "e2e": e2e.run,
+    "invalidation": invalidation.run,
     "live": live.run,
     "serde": serde.run,
     "console": console_pages.run,
@@ -41,8 +52,8 @@ def bench(
     profile: Annotated[
         bool,
         typer.Option(
-            help="Record a py-spy flame graph (SVG, next to the results) of the sink worker "
-            "during the sink section."
+            help="Record py-spy flame graphs (SVG, next to the results) of the sink worker "
+            "during the sink section and of the invalidation worker during its section."
         ),
     ] = False,
 ) -> None:

@@ -33,6 +33,7 @@ from devtools.bench.harness import (
     BenchContext,
     Figure,
     Target,
+    claimed_partitions,
     percentile,
     stop_process,
     wait_until,
@@ -104,15 +105,6 @@ class _VisibilityPoller:
             self.error = exc
 
 
-def _claimed(ctx: BenchContext, schema: str, group: str) -> int:
-    with postgres_connect(ctx.settings, schema=schema) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM consumer_offsets WHERE group_id = %s AND owner IS NOT NULL",
-            (group,),
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
 def _rows(ctx: BenchContext, schema: str, producer: str) -> int:
     with postgres_connect(ctx.settings, schema=schema) as conn:
         row = conn.execute(
@@ -177,12 +169,15 @@ def run(ctx: BenchContext) -> list[Figure]:
     try:
         with ctx.console.status("e2e: waiting for the worker to join its group..."):
             wait_until(
-                lambda: worker.poll() is not None or _claimed(ctx, schema, group) == _PARTITIONS,
+                lambda: (
+                    worker.poll() is not None
+                    or claimed_partitions(ctx, schema, group) == _PARTITIONS
+                ),
                 timeout=120,
             )
             if worker.poll() is not None:
                 raise RuntimeError(f"the audit worker exited with {worker.returncode}")
-            if _claimed(ctx, schema, group) != _PARTITIONS:
+            if claimed_partitions(ctx, schema, group) != _PARTITIONS:
                 raise RuntimeError(f"the audit worker did not claim {_PARTITIONS} partitions")
             warmup = SyntheticEvents(seed=ctx.seed, producer=_WARMUP_PRODUCER)
             for event in warmup.take(100, "audit"):

@@ -142,6 +142,17 @@ async def time_against(
     return ours, theirs
 
 
+def claimed_partitions(ctx: BenchContext, schema: str, group: str) -> int:
+    """How many partitions a worker of ``group`` holds (owner set in ``consumer_offsets``
+    of ``schema``): sections start measuring once it equals the topic's count."""
+    with postgres_connect(ctx.settings, schema=schema) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM consumer_offsets WHERE group_id = %s AND owner IS NOT NULL",
+            (group,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment of a child process (a worker, the API, a peer): this one's, with
     the connection settings of ``settings`` (which may carry overrides) and quiet logs."""

@@ -7,6 +7,10 @@
     it and prints ``HELD <version>``. Whenever an invalidation evicts an entry from its
     L1 it prints ``EVICTED <version> <time.monotonic()>``: CLOCK_MONOTONIC is one clock
     for every process of a machine, so the writer can subtract its own readings.
+``invalidation NAMESPACE --group G --topic T --schema S``
+    The invalidation consumer (``run_invalidation_worker``, as ``sidestream worker run
+    invalidation`` runs it, with its defaults) on the cache ``NAMESPACE``, which that
+    command does not let a caller choose; stops (draining) on SIGTERM.
 ``api PORT SCHEMA NAMESPACE [--no-l1]``
     The reference API (``services.api.serve``) on 127.0.0.1:PORT (0: any free port,
     reported in the ready file of ``SIDESTREAM_READY_FILE``), with what a load test
@@ -23,13 +27,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import signal
 import sys
+import threading
 import time
 
 from runtime import Settings, configure_logging, load_settings, new_registry
 from runtime.ports import announce_ready
 from services.api import ApiConfig, serve
 from services.cache import L1, L1Subscriber, Versioned, VersionedCache, cache_redis
+from services.invalidation_consumer import run_invalidation_worker
 
 __all__ = ["main"]
 
@@ -80,11 +87,31 @@ async def _l1_peer(config: Settings, namespace: str) -> None:
         await client.aclose()
 
 
+def _invalidation_peer(config: Settings, args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    status = run_invalidation_worker(
+        config,
+        stop=stop,
+        group_id=args.group,
+        topics=[args.topic],
+        schema=args.schema,
+        namespace=args.namespace,
+    )
+    return int(status)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m devtools.bench.peers")
     kinds = parser.add_subparsers(dest="kind", required=True)
     l1 = kinds.add_parser("l1", help="an L1 that reports its evictions")
     l1.add_argument("namespace")
+    invalidation = kinds.add_parser("invalidation", help="the invalidation consumer")
+    invalidation.add_argument("namespace")
+    invalidation.add_argument("--group", required=True)
+    invalidation.add_argument("--topic", required=True)
+    invalidation.add_argument("--schema", required=True)
     api = kinds.add_parser("api", help="the reference API, set up for load tests")
     api.add_argument("port", type=int)
     api.add_argument("schema")
@@ -97,6 +124,8 @@ def main(argv: list[str]) -> None:
     announce_ready(config.ready_file)
     if args.kind == "l1":
         asyncio.run(_l1_peer(config, args.namespace))
+    elif args.kind == "invalidation":
+        sys.exit(_invalidation_peer(config, args))
     else:
         api_config = ApiConfig(
             schema=args.schema,

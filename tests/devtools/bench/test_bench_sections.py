@@ -1,4 +1,4 @@
-"""The cache, api and e2e bench sections run end to end at tiny sizes, report sane
+"""The cache, api, e2e and invalidation bench sections run end to end at tiny sizes, report sane
 figures and leave nothing behind. Structure only: no figure's value is judged here."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from devtools.bench import api, cache, e2e
+from devtools.bench import api, cache, e2e, invalidation
 from devtools.bench.api import WrkResult
 from devtools.bench.harness import BenchContext, Figure, Sizes
 from runtime import Settings
@@ -166,6 +166,30 @@ def test_e2e_section_measures_publish_to_visible_row_after_the_join(
     p99 = figures["publish → row visible p99"]
     assert p99.target is not None
     assert p99.target.threshold == 500
+
+
+def test_invalidation_section_measures_change_to_tombstone_with_the_worker_in_a_process(
+    bench: RecordingContext,
+) -> None:
+    figures = check_figures(
+        run_section(bench, invalidation.run),
+        "invalidation",
+        {
+            "offered load",
+            "EntityChanged → key tombstoned p50",
+            "EntityChanged → key tombstoned p99",
+            "publish → Kafka ack p99",
+            "Kafka ack → key tombstoned p99",
+        },
+    )
+    p50 = figures["EntityChanged → key tombstoned p50"]
+    p99 = figures["EntityChanged → key tombstoned p99"]
+    assert p50.value <= p99.value
+    assert p99.target is not None
+    assert (p99.target.on, p99.target.threshold) == ("value", 100)
+    # Every change was counted: quick size at scale 0.1 is 0.2 s at 1,000/s.
+    assert "200 changes" in p50.note, p50.note
+    assert "flame graph" not in " ".join(figures), "no profile was asked for"
 
 
 WRK_OUTPUT = """\

@@ -37,6 +37,7 @@ from consumers.delivery.errors import (
 )
 from consumers.delivery.metrics import DeliveryMetrics
 from consumers.delivery.policy import AttemptResult, Decision, Outcome, RetryPolicy, Verdict
+from consumers.delivery.process import build_channels, run_notify_worker
 from consumers.delivery.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign, sign_all, verify
 from consumers.delivery.smtp import EmailChannel, SmtpOptions
 from consumers.delivery.store import EndpointTarget, Notification, NotificationStore
@@ -57,7 +58,7 @@ from consumers.delivery.templates import (
     default_templates,
 )
 from consumers.delivery.webhook import WebhookChannel, new_http_client, webhook_body
-from consumers.delivery.worker import DeliveryWorker, build_channels, run_notify_worker
+from consumers.delivery.worker import DeliveryWorker
 
 __all__ = [
     "IDEMPOTENCY_HEADER",

@@ -13,7 +13,7 @@ import sys
 import threading
 
 from consumers.delivery.config import DeliveryConfig
-from consumers.delivery.worker import run_notify_worker
+from consumers.delivery.process import run_notify_worker
 from runtime import configure_logging, load_settings
 
 

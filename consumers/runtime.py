@@ -45,6 +45,16 @@ retries the same way and never gives up: past the retry deadline the worker repo
 ready and keeps trying. On SIGTERM it stops polling, waits for the batch being written,
 writes the records it holds, commits and leaves the group — both stages within one
 deadline.
+
+Where the pieces live: this module holds :class:`BatchRuntime` — the loop, the rebalance
+callbacks, cutting a batch and handing it over, acting on its outcome, and the checks
+between batches — and :class:`BatchConfig`. Its other methods come from one mixin per
+concept, over the state declared in :mod:`consumers.batch_state`: polling into the
+buffer and when a batch is due (:mod:`consumers.batch_polling`, step 1), decoding and the
+one transaction (:mod:`consumers.batch_commit`, steps 2 and 4), pause and retry
+(:mod:`consumers.batch_recovery`), claiming and the offset-range check
+(:mod:`consumers.batch_claims`). The writer thread and the batch it is handed are in
+:mod:`consumers.batch_writer`.
 """
 
 from __future__ import annotations
@@ -54,42 +64,35 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
-import psycopg
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    KafkaError,
     KafkaException,
     Message,
     TopicPartition,
 )
 from psycopg_pool import ConnectionPool
 
+from consumers.batch_claims import _Claiming, _Refused, _StopRequestedError
+from consumers.batch_commit import _Committing
+from consumers.batch_writer import _Batch, _Writer, _Written
 from consumers.dead_letters import DeadLetterError, DeadLetters
 from consumers.log_range import LogBounds, OffsetOutOfRange, OutOfRangePolicy
 from consumers.metrics import ConsumerMetrics
 from consumers.offsets import Claim, Fenced, PostgresOffsets, TopicPartitionKey
-from consumers.records import RawRecord, Record, headers_of
 from consumers.sink import Sink
 from runtime import Settings
 from runtime.lifecycle import ExitStatus as ExitStatus  # where its callers import it from
-from runtime.retry import Backoff, is_poison, is_transient
+from runtime.retry import Backoff, is_transient
 from runtime.settings import setting_default
 from schemas import (
-    DecodeError,
     EventDeserializer,
     RegistryError,
-    UnknownSchemaError,
-    ValidationError,
 )
 
 logger = logging.getLogger(__name__)
 
-# Longest wait for a batch's first record before the loop looks at stop and checks.
-_IDLE_POLL_S = 0.5
 # How long a probe of a failing database may wait for a connection.
 _PROBE_TIMEOUT_S = 2.0
 
@@ -125,133 +128,11 @@ class BatchConfig:
         )
 
 
-@dataclass(slots=True)
-class _Poison:
-    raw: RawRecord
-    error_class: str
-    message: str
-
-
 class _ShutdownDeadlineError(Exception):
     """The shutdown deadline passed while a batch was still unwritten."""
 
 
-class _StopRequestedError(Exception):
-    """Stop was requested while claiming partitions: give up the assignment."""
-
-
-@dataclass(slots=True)
-class _Refused:
-    """A partition assigned to us that we do not consume: its offset is outside the log."""
-
-    condition: OffsetOutOfRange
-    claim: Claim
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Records cut from the buffer under ``claims`` (each partition's claim when it was
-    cut): only while those claims still stand may the batch be written."""
-
-    messages: list[Message]
-    claims: dict[TopicPartitionKey, Claim]
-    # The next offset of each partition once the batch is committed.
-    positions: dict[TopicPartitionKey, int]
-    # None until decoded (a registry outage can leave it so until the retry decodes it).
-    decoded: tuple[list[Record[Any]], list[_Poison]] | None = None
-
-    def only(self, keys: set[TopicPartitionKey]) -> _Batch:
-        """The part of this batch that belongs to the partitions ``keys``."""
-
-        def ours(topic: str | None, partition: int | None) -> bool:
-            return (topic or "", partition or 0) in keys
-
-        decoded = None
-        if self.decoded is not None:
-            records, poison = self.decoded
-            decoded = (
-                [r for r in records if ours(r.raw.topic, r.raw.partition)],
-                [p for p in poison if ours(p.raw.topic, p.raw.partition)],
-            )
-        return _Batch(
-            [m for m in self.messages if ours(m.topic(), m.partition())],
-            {k: c for k, c in self.claims.items() if k in keys},
-            {k: n for k, n in self.positions.items() if k in keys},
-            decoded,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Written:
-    """What the writer reports of a committed batch."""
-
-    rows: int
-    dead_letters: int
-
-
-class _Writer:
-    """One thread writing the batches it is handed, one at a time: a queue of one.
-
-    The loop hands a batch over with :meth:`submit` only after it took the previous
-    batch's outcome with :meth:`outcome`, so at most one batch is being written and
-    batches commit in the order they were read. The thread runs ``write`` (Postgres and
-    the dead-letter producer), never the Kafka consumer; whatever ``write`` raises is the
-    outcome, for the loop to act on.
-    """
-
-    def __init__(self, write: Callable[[_Batch], _Written], *, name: str) -> None:
-        self._write = write
-        self._changed = threading.Condition()
-        self._job: _Batch | None = None
-        self._result: _Written | BaseException | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, batch: _Batch) -> None:
-        with self._changed:
-            if self._job is not None or self._result is not None:
-                raise RuntimeError("the writer holds a batch already (a queue of one)")
-            self._job = batch
-            self._changed.notify_all()
-
-    def outcome(self, timeout: float | None) -> _Written | BaseException | None:
-        """The handed-over batch's outcome, waiting up to ``timeout`` seconds (None:
-        until it is written); None if it is not written yet."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: self._result is not None, timeout):
-                return None
-            result, self._result = self._result, None
-            return result
-
-    def close(self, timeout: float) -> None:
-        """Let the thread end once its batch (if any) is written; wait up to ``timeout``.
-        A daemon: a write still running past that (a hung database) does not hold up the
-        process; should it still commit, it does so before the partitions' next owner
-        claims them, or is fenced."""
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-        self._thread.join(timeout)
-
-    def _serve(self) -> None:
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda: self._job is not None or self._closed)
-                job = self._job
-                if job is None:
-                    return
-            result: _Written | BaseException
-            try:
-                result = self._write(job)
-            except BaseException as exc:  # handed to the loop, which decides what it means
-                result = exc
-            with self._changed:
-                self._job, self._result = None, result
-                self._changed.notify_all()
-
-
-class BatchRuntime:
+class BatchRuntime(_Claiming, _Committing):
     """Consumes ``topics`` as ``group_id`` and feeds batches to ``sink``.
 
     All resources are injected: the consumer (not yet subscribed), the Postgres pool
@@ -449,165 +330,6 @@ class BatchRuntime:
         consumer.unassign()
         logger.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(revoked)))
 
-    def _claim(
-        self, keys: list[TopicPartitionKey]
-    ) -> tuple[dict[TopicPartitionKey, Claim], dict[TopicPartitionKey, _Refused]]:
-        """Claim ``keys`` in Postgres and check their offsets against the log.
-
-        Runs inside the assignment callback, so it must not raise for an outage: it
-        retries with backoff for as long as it takes (past the retry deadline the worker
-        reports not ready), and gives up only when a stop is requested.
-        """
-        attempt, started = 0, self._clock()
-        while True:
-            try:
-                return self._claim_once(keys)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                self._failing(exc, "claiming partitions", since=started)
-                delay = self._config.backoff.delay(attempt)
-                if attempt == 0:
-                    logger.warning("claiming partitions failed (%s); retrying", exc)
-                if self._stop_requested.wait(delay):
-                    raise _StopRequestedError from exc
-                attempt += 1
-
-    def _claim_once(
-        self, keys: list[TopicPartitionKey]
-    ) -> tuple[dict[TopicPartitionKey, Claim], dict[TopicPartitionKey, _Refused]]:
-        with self._pool.connection() as conn, conn.transaction():
-            claims = self._offsets.claim(conn, keys)
-        self._database_answered()
-        return self._check_log(self._with_kafka_offsets(claims))
-
-    def _with_kafka_offsets(
-        self, claims: dict[TopicPartitionKey, Claim]
-    ) -> dict[TopicPartitionKey, Claim]:
-        """Where Postgres has no offset yet, start from Kafka's committed one, if any (as
-        the consumer would by itself), so that it is checked against the log too."""
-        missing = [TopicPartition(t, p) for (t, p), c in claims.items() if c.next_offset is None]
-        if not missing:
-            return claims
-        try:
-            committed = self._consumer.committed(missing, timeout=10)
-        except KafkaException as exc:
-            raise ConnectionError(f"reading the group's Kafka offsets: {exc}") from exc
-        claims = dict(claims)
-        for tp in committed:
-            key = (tp.topic, tp.partition)
-            if tp.error is None and tp.offset >= 0:
-                claims[key] = Claim(tp.offset, claims[key].generation)
-        return claims
-
-    def _check_log(
-        self, claims: dict[TopicPartitionKey, Claim]
-    ) -> tuple[dict[TopicPartitionKey, Claim], dict[TopicPartitionKey, _Refused]]:
-        """Split freshly claimed partitions into those to consume and those refused,
-        resetting out-of-range offsets first when the policy says so."""
-        stored = {key: c.next_offset for key, c in claims.items() if c.next_offset is not None}
-        conditions = self._log_bounds.out_of_range(stored) if stored else {}
-        claims = dict(claims)
-        refused: dict[TopicPartitionKey, _Refused] = {}
-        for key, condition in conditions.items():
-            if self._config.offset_out_of_range is OutOfRangePolicy.REFUSE:
-                refused[key] = _Refused(condition, claims.pop(key))
-                continue
-            try:
-                claims[key] = self._reset(condition, claims[key])
-            except Fenced as exc:
-                # Someone claimed it after us: a rebalance is on its way; leave it be.
-                logger.warning("%s; not resetting %s[%d]", exc, *key)
-                claims.pop(key)
-        return claims, refused
-
-    def _reset(self, condition: OffsetOutOfRange, claim: Claim) -> Claim:
-        """Policy earliest/latest: move the stored offset to the log's start or end."""
-        policy = self._config.offset_out_of_range
-        target = condition.start if policy is OutOfRangePolicy.EARLIEST else condition.end
-        with self._pool.connection() as conn, conn.transaction():
-            claim = self._offsets.reset(conn, condition.key, claim, target)
-        self._metrics.offset_resets.labels(self._sink.name, policy.value).inc()
-        logger.warning(
-            "%s: reset to %d (SIDESTREAM_CONSUMER_OFFSET_OUT_OF_RANGE=%s)",
-            condition.describe(self._group_id),
-            target,
-            policy.value,
-        )
-        return claim
-
-    def _refuse(self, key: TopicPartitionKey, refusal: _Refused) -> None:
-        condition = refusal.condition
-        self._refused[key] = refusal
-        self._metrics.offset_out_of_range.labels(self._sink.name, key[0], str(key[1])).set(1)
-        if self._announced.get(key) == condition.stored:
-            logger.debug("%s: still refused", condition.describe(self._group_id))
-            return
-        self._announced[key] = condition.stored
-        logger.error(
-            "%s: not consuming it (SIDESTREAM_CONSUMER_OFFSET_OUT_OF_RANGE=refuse), "
-            "worker not ready; to re-read what the log holds run `%s` "
-            "(or set the policy to earliest/latest)",
-            condition.describe(self._group_id),
-            condition.fix_command(self._group_id),
-        )
-
-    # --- polling -----------------------------------------------------------------------
-    def _poll(self) -> None:
-        if not self._buffer:
-            # Nothing in hand: wait for a first record (consume returns as soon as it has
-            # one), then gather what came with it. Bounded, so a stop is seen promptly.
-            idle_wait = min(self._config.max_wait_s, _IDLE_POLL_S)
-            for message in self._consumer.consume(num_messages=1, timeout=idle_wait):
-                self._accept(message)
-            if not self._buffer:
-                return
-        opened = self._batch_opened_at if self._batch_opened_at is not None else self._clock()
-        remaining = max(0.0, opened + self._config.max_wait_s - self._clock())
-        wanted = self._config.max_records - len(self._buffer)
-        if wanted <= 0:
-            return
-        # consume() waits for all it was asked, or the timeout: a short linger, so that a
-        # short answer means everything immediately available was handed over.
-        got = self._consumer.consume(
-            num_messages=wanted, timeout=min(self._config.linger_s, remaining)
-        )
-        for message in got:
-            self._accept(message)
-        if len(got) < wanted:
-            self._drained = True
-
-    def _accept(self, message: Message) -> None:
-        error = message.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                return
-            if error.fatal():
-                raise KafkaException(error)
-            if error.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
-                # The broker says a position is outside the log: check every one now.
-                self._next_maintenance = 0.0
-            logger.warning("consumer error: %s", error)
-            return
-        key = (message.topic() or "", message.partition() or 0)
-        if key not in self._claims:
-            return  # a leftover of a partition we no longer own
-        if self._paused:
-            offset = message.offset() or 0
-            self._rewind[key] = min(offset, self._rewind.get(key, offset))
-            return
-        if not self._buffer:
-            self._batch_opened_at = self._clock()
-        self._buffer.append(message)
-
-    def _batch_due(self) -> bool:
-        if not self._buffer:
-            return False
-        if len(self._buffer) >= self._config.max_records or self._drained:
-            return True
-        opened = self._batch_opened_at or self._clock()
-        return self._clock() - opened >= self._config.max_wait_s
-
     # --- one batch ---------------------------------------------------------------------
     def _process_batch(self, deadline: float | None) -> None:
         """Cut and decode the buffer, then hand it to the writer once it has finished the
@@ -708,46 +430,6 @@ class BatchRuntime:
             attempt += 1
             failure = None
 
-    def _decode(self, messages: list[Message]) -> tuple[list[Record[Any]], list[_Poison]]:
-        records: list[Record[Any]] = []
-        poison: list[_Poison] = []
-        expected = self._sink.event_type
-        deserialize = self._deserializer.deserialize
-        rows = self._rows
-        for message in messages:
-            if rows is not None and (row := rows(message)) is not None:
-                records.append(row)
-                continue
-            raw = RawRecord(
-                topic=message.topic() or "",
-                partition=message.partition() or 0,
-                offset=message.offset() or 0,
-                key=message.key(),
-                value=message.value(),
-                headers=headers_of(message),
-                timestamp_ms=message.timestamp()[1],
-            )
-            if raw.value is None:
-                poison.append(_Poison(raw, "EmptyValue", "record has no value"))
-                continue
-            try:
-                event = deserialize(raw.value, raw.topic)
-            except (DecodeError, UnknownSchemaError, ValidationError) as exc:
-                poison.append(_Poison(raw, type(exc).__name__, str(exc)))
-                continue
-            if not isinstance(event, expected):
-                poison.append(
-                    _Poison(
-                        raw,
-                        "WrongEventType",
-                        f"{self._sink.name} sink expects {expected.__name__}, "
-                        f"got {type(event).__name__}",
-                    )
-                )
-                continue
-            records.append(Record(raw, event))
-        return records, poison
-
     def _positions(self, messages: list[Message]) -> dict[TopicPartitionKey, int]:
         positions: dict[TopicPartitionKey, int] = {}
         for message in messages:
@@ -755,59 +437,6 @@ class BatchRuntime:
             if key in self._claims:
                 positions[key] = max(positions.get(key, 0), (message.offset() or 0) + 1)
         return positions
-
-    def _write_and_commit(self, batch: _Batch) -> _Written:
-        """One Postgres transaction: rows, dead letters, offsets; commit.
-
-        Runs on the writer thread (or the loop's, never both at once): it touches the
-        database, the dead-letter producer, the sink and metrics — not the consumer, and
-        not the loop's state; the batch carries the claims its offsets are fenced by.
-        """
-        if batch.decoded is None:
-            batch.decoded = self._decode(batch.messages)
-        records, poison = batch.decoded
-        positions = batch.positions
-        started = time.perf_counter()
-        sink = self._sink.name
-        with self._pool.connection() as conn, conn.transaction():
-            written, rejected = self._write_isolating_poison(conn, records)
-            dead = poison + [
-                _Poison(record.raw, type(exc).__name__, f"{exc.sqlstate}: {exc}".strip())
-                for record, exc in rejected
-            ]
-            for letter in dead:
-                self._dead_letters.send(
-                    letter.raw, error_class=letter.error_class, message=letter.message
-                )
-            self._dead_letters.flush(self._config.dead_letter_timeout_s)
-            self._offsets.commit(conn, positions, batch.claims)
-        self._dead_letters.forget_before(positions)
-        self.batches_committed += 1
-        good = len(records) - len(rejected)
-        self._metrics.rows_written.labels(sink).inc(written)
-        self._metrics.duplicates.labels(sink).inc(max(0, good - written))
-        self._metrics.batch_size.labels(sink).observe(len(records) + len(poison))
-        self._metrics.batch_seconds.labels(sink).observe(time.perf_counter() - started)
-        for letter in dead:
-            self._metrics.dead_letters.labels(sink, letter.error_class).inc()
-        for topic in {t for t, _ in positions}:
-            count = sum(1 for r in records if r.raw.topic == topic) + sum(
-                1 for p in poison if p.raw.topic == topic
-            )
-            self._metrics.records.labels(sink, topic).inc(count)
-        if records:
-            oldest = min(r.event.occurred_at for r in records)
-            self._metrics.event_time_lag.labels(sink).set(
-                max(0.0, (datetime.now(UTC) - oldest).total_seconds())
-            )
-        logger.debug(
-            "committed %d records (%d new rows, %d dead letters) up to %s",
-            len(records) + len(poison),
-            written,
-            len(dead),
-            positions,
-        )
-        return _Written(rows=written, dead_letters=len(dead))
 
     def _acknowledge(self, batch: _Batch) -> None:
         """The loop's side of a commit: remember the positions, tell Kafka (lag tools)."""
@@ -819,89 +448,6 @@ class BatchRuntime:
             asynchronous=True,
         )
         self._observe_lag(positions)
-
-    def _write_isolating_poison(
-        self, conn: psycopg.Connection[Any], records: list[Record[Any]]
-    ) -> tuple[int, list[tuple[Record[Any], psycopg.Error]]]:
-        """Write ``records``; on a data error, bisect in savepoints to find the bad rows."""
-        if not records:
-            return 0, []
-        try:
-            with conn.transaction():
-                return self._sink.write(records, conn), []
-        except psycopg.Error as exc:
-            if not is_poison(exc):
-                raise
-            if len(records) == 1:
-                return 0, [(records[0], exc)]
-        middle = len(records) // 2
-        left_rows, left_bad = self._write_isolating_poison(conn, records[:middle])
-        right_rows, right_bad = self._write_isolating_poison(conn, records[middle:])
-        return left_rows + right_rows, left_bad + right_bad
-
-    # --- failures and recovery ---------------------------------------------------------
-    def _failing(self, exc: BaseException, doing: str, *, since: float | None = None) -> None:
-        """Note a transient failure (of work begun at ``since``, default now); past the
-        retry deadline, say once that we are unready."""
-        now = self._clock()
-        if self._failing_since is None:
-            self._failing_since = now if since is None else since
-        if not self._reported_unready and now - self._failing_since > self._config.retry_deadline_s:
-            self._reported_unready = True
-            logger.error(
-                "%s still failing after %.0fs (%s); reporting not ready, still retrying",
-                doing,
-                self._config.retry_deadline_s,
-                exc,
-            )
-
-    def _database_answered(self) -> None:
-        """A transaction went through: whatever was failing is not failing now."""
-        if self._failing_since is not None and not self._paused:
-            logger.info("database reachable again")
-        self._failing_since = None
-        self._reported_unready = False
-
-    def _wait_for_recovery(self, exc: BaseException, attempt: int, deadline: float | None) -> None:
-        self._metrics.retries.labels(self._sink.name).inc()
-        if not self._paused:
-            self._paused = True
-            self._metrics.paused.labels(self._sink.name).set(1)
-            self._consumer.pause(self._consumer.assignment())
-            logger.warning("database unavailable (%s): paused consumption, retrying", exc)
-        self._failing(exc, "batch")
-        delay = self._config.backoff.delay(attempt)
-        if deadline is not None:
-            delay = min(delay, max(0.0, deadline - self._clock()))
-        # Keep polling while we wait: it serves rebalance callbacks and keeps us in the
-        # group. Partitions are paused, so nothing new is buffered.
-        until = self._clock() + delay
-        while True:
-            remaining = until - self._clock()
-            if remaining <= 0:
-                break
-            for message in self._consumer.consume(num_messages=1, timeout=min(remaining, 0.5)):
-                self._accept(message)
-
-    def _recovered(self) -> None:
-        """The batch in hand was written (or fenced): the database answers."""
-        self._database_answered()
-        self._resume("database reachable again")
-
-    def _resume(self, why: str) -> None:
-        """End the pause that belonged to the batch in hand (written, fenced or revoked)."""
-        if not self._paused:
-            return
-        self._paused = False
-        self._metrics.paused.labels(self._sink.name).set(0)
-        for (topic, partition), offset in self._rewind.items():
-            self._consumer.seek(TopicPartition(topic, partition, offset))
-        self._rewind.clear()
-        # Refused partitions stay paused: they are not ours to read.
-        self._consumer.resume(
-            [p for p in self._consumer.assignment() if (p.topic, p.partition) in self._claims]
-        )
-        logger.info("%s: resumed consumption", why)
 
     # --- between batches -----------------------------------------------------------------
     def _maintain(self) -> None:
@@ -938,71 +484,6 @@ class BatchRuntime:
             # The next round tries again; a database that stays away shows on the next
             # batch, a broker that stays away in consumption itself.
             logger.debug("checking offsets against the log failed (%s); trying later", exc)
-
-    def _recheck_refused(self) -> None:
-        """A refused partition comes back once its stored offset was moved (its generation
-        changed, e.g. by ``sidestream replay --force``) to a position inside the log."""
-        with self._pool.connection() as conn:
-            current = self._offsets.generations(conn, self._refused)
-        moved = [k for k, r in self._refused.items() if current.get(k) != r.claim.generation]
-        if not moved:
-            return
-        claims, refused = self._claim_once(moved)
-        for key, refusal in refused.items():
-            self._refuse(key, refusal)  # still outside (a new line only if it moved)
-        for key, claim in claims.items():
-            if not self._start_at(key, claim, self._refused[key].condition):
-                continue
-            self._refused.pop(key, None)
-            self._announced.pop(key, None)
-            self._metrics.offset_out_of_range.remove(self._sink.name, key[0], str(key[1]))
-            logger.info("%s[%d]: stored offset moved to %s; consuming", *key, claim.next_offset)
-
-    def _check_positions(self) -> None:
-        """Each consumed partition's stored position against its log: a topic deleted and
-        recreated under a running worker (or its broker's data lost) leaves it past the
-        new end, where a fetch may answer nothing at all."""
-        positions = {key: self._stored[key] for key in self._claims if key in self._stored}
-        if not positions:
-            return
-        conditions = self._log_bounds.out_of_range(positions)
-        for key, condition in conditions.items():
-            claim = self._claims[key]
-            # Whatever was fetched for it came from a log we no longer trust.
-            self._buffer = [m for m in self._buffer if (m.topic(), m.partition()) != key]
-            if self._config.offset_out_of_range is OutOfRangePolicy.REFUSE:
-                self._claims.pop(key)
-                self._stored.pop(key, None)
-                self._consumer.pause([TopicPartition(*key)])
-                self._refuse(key, _Refused(condition, claim))
-                continue
-            try:
-                self._start_at(key, self._reset(condition, claim), condition)
-            except Fenced as exc:
-                logger.warning("%s; not resetting %s[%d]", exc, *key)
-
-    def _start_at(self, key: TopicPartitionKey, claim: Claim, condition: OffsetOutOfRange) -> bool:
-        """Consume ``key`` from its claimed offset (from the log's start if none).
-
-        If the consumer cannot move there yet, the partition is held (paused, among the
-        refused, with a generation no row has) so the next round claims it and tries again.
-        """
-        offset = claim.next_offset if claim.next_offset is not None else OFFSET_BEGINNING
-        partition = TopicPartition(key[0], key[1], offset)
-        try:
-            self._consumer.seek(partition)
-        except KafkaException as exc:
-            self._consumer.pause([partition])
-            self._claims.pop(key, None)
-            self._stored.pop(key, None)
-            self._refused[key] = _Refused(condition, Claim(claim.next_offset, -1))
-            logger.warning("%s[%d]: cannot move to offset %d yet (%s); retrying", *key, offset, exc)
-            return False
-        self._claims[key] = claim
-        if claim.next_offset is not None:
-            self._stored[key] = claim.next_offset
-        self._consumer.resume([partition])
-        return True
 
     def _after_fence(self, exc: Fenced, batch: _Batch) -> None:
         for key in exc.partitions:

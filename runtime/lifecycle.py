@@ -130,7 +130,7 @@ SWITCH_INTERVAL_S = 0.0005
 def hand_the_gil_over_promptly() -> None:
     """Tune thread switching for a sink worker process with a writer thread.
 
-    The writer thread (`consumers.runtime`) spends its time in libpq, without the GIL, and
+    The writer thread (`consumers.batch_writer`) spends its time in libpq, without the GIL, and
     needs it back for a moment after each of a batch's round trips (savepoint, COPY chunks,
     offsets, COMMIT) — while the loop's thread is decoding the next batch, pure Python
     that never waits. CPython makes a waiting thread wait up to the switch interval before

@@ -24,7 +24,8 @@ from producers.errors import (
 )
 from producers.outbox import OUTBOX_MIGRATIONS, AsyncOutbox, Outbox, OutboxEntry
 from producers.publisher import DeliveryCallback, EventPublisher
-from producers.relay import OutboxRelay, RelayConfig, run_relay
+from producers.relay import OutboxRelay, run_relay
+from producers.relay_config import RelayConfig
 from producers.topics import TopicPlan, apply_topics, plan_topics
 
 __all__ = [

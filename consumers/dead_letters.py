@@ -57,6 +57,29 @@ class DeadLetterError(ConsumerError):
     """Dead letters could not be delivered; the batch must not be committed."""
 
 
+def dead_letter_headers(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    error_class: str,
+    message: str,
+    worker: str,
+    time_ms: int,
+) -> Headers:
+    """The headers a dead letter carries about its source and its failure (one layout,
+    read by ``dlq show|redrive`` and the console; the message is cut to 2,000 characters)."""
+    return [
+        (HEADER_PREFIX + "source.topic", topic.encode()),
+        (HEADER_PREFIX + "source.partition", str(partition).encode()),
+        (HEADER_PREFIX + "source.offset", str(offset).encode()),
+        (HEADER_PREFIX + "error.class", error_class.encode()),
+        (HEADER_PREFIX + "error.message", message[:2000].encode()),
+        (HEADER_PREFIX + "worker", worker.encode()),
+        (HEADER_PREFIX + "time", str(time_ms).encode()),
+    ]
+
+
 def dead_letter_topic(topic: str) -> str:
     return f"{topic}{DLQ_SUFFIX}"
 
@@ -128,15 +151,15 @@ class DeadLetters:
             logger.debug("%s was dead-lettered already (batch retried)", raw.position)
             return
         headers = [h for h in raw.headers if not h[0].startswith(HEADER_PREFIX)]
-        ours: Headers = [
-            (HEADER_PREFIX + "source.topic", raw.topic.encode()),
-            (HEADER_PREFIX + "source.partition", str(raw.partition).encode()),
-            (HEADER_PREFIX + "source.offset", str(raw.offset).encode()),
-            (HEADER_PREFIX + "error.class", error_class.encode()),
-            (HEADER_PREFIX + "error.message", message[:2000].encode()),
-            (HEADER_PREFIX + "worker", self._worker.encode()),
-            (HEADER_PREFIX + "time", str(int(time.time() * 1000)).encode()),
-        ]
+        ours = dead_letter_headers(
+            topic=raw.topic,
+            partition=raw.partition,
+            offset=raw.offset,
+            error_class=error_class,
+            message=message,
+            worker=self._worker,
+            time_ms=int(time.time() * 1000),
+        )
         size = _size(raw.key, raw.value, headers + ours)
         if size > self._max_bytes:
             self._send_reference(raw, ours, size, f"{error_class}: {message[:200]}")

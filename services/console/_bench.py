@@ -31,7 +31,7 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 
 from consumers import dead_letter_topic
-from consumers.dead_letters import HEADER_PREFIX
+from consumers.dead_letters import dead_letter_headers
 from consumers.migrations_source import CONSUMER_MIGRATIONS
 from runtime import Settings
 from runtime.clients import kafka_admin, kafka_producer, postgres_connect
@@ -75,15 +75,15 @@ def _fill_dead_letters(settings: Settings, topic: str, dlq: str, n: int) -> None
     producer = kafka_producer(settings, **{"linger.ms": 50})
     now = int(time.time() * 1000)
     for i in range(n):
-        headers: list[tuple[str, str | bytes | None]] = [
-            (HEADER_PREFIX + "source.topic", topic.encode()),
-            (HEADER_PREFIX + "source.partition", b"0"),
-            (HEADER_PREFIX + "source.offset", str(i).encode()),
-            (HEADER_PREFIX + "error.class", _CLASSES[i % len(_CLASSES)].encode()),
-            (HEADER_PREFIX + "error.message", b"23514: new row violates check constraint"),
-            (HEADER_PREFIX + "worker", b"bench"),
-            (HEADER_PREFIX + "time", str(now - (n - i) * 10).encode()),
-        ]
+        headers = dead_letter_headers(
+            topic=topic,
+            partition=0,
+            offset=i,
+            error_class=_CLASSES[i % len(_CLASSES)],
+            message="23514: new row violates check constraint",
+            worker="bench",
+            time_ms=now - (n - i) * 10,
+        )
         while True:
             try:
                 producer.produce(dlq, value=value, key=b"bench", headers=headers, partition=0)

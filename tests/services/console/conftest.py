@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from consumers import WorkerOptions, dead_letter_topic
-from consumers.dead_letters import HEADER_PREFIX
+from consumers.dead_letters import dead_letter_headers
 from consumers.ops import TopicReader
 from consumers.ops.reader import Key
 from consumers.ops.redrive import REDRIVE_COUNT_HEADER
@@ -176,14 +176,15 @@ def fill_dead_letter_topic(settings: Settings, topic: str, dlq: str, n: int, sta
     ``stamp_ms``), four classes in turn; every ninth one carries the redrive cap (3)."""
     producer = kafka_producer(settings, **{"linger.ms": 50})
     for i in range(n):
-        headers: list[tuple[str, str | bytes | None]] = [
-            (HEADER_PREFIX + "source.topic", topic.encode()),
-            (HEADER_PREFIX + "source.partition", b"0"),
-            (HEADER_PREFIX + "source.offset", str(i).encode()),
-            (HEADER_PREFIX + "error.class", _CLASSES[i % len(_CLASSES)].encode()),
-            (HEADER_PREFIX + "error.message", b"23514: new row violates check constraint"),
-            (HEADER_PREFIX + "time", str(stamp_ms + i).encode()),
-        ]
+        headers = dead_letter_headers(
+            topic=topic,
+            partition=0,
+            offset=i,
+            error_class=_CLASSES[i % len(_CLASSES)],
+            message="23514: new row violates check constraint",
+            worker="console-test",
+            time_ms=stamp_ms + i,
+        )
         if i % 9 == 0:
             headers.append((REDRIVE_COUNT_HEADER, b"3"))
         producer.produce(dlq, value=b"x", key=b"k", headers=headers, timestamp=stamp_ms)

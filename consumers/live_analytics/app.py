@@ -16,7 +16,7 @@ from typing import Any
 import faust
 from faust.exceptions import ConsumerNotStarted
 from faust.sensors.prometheus import setup_prometheus_sensors
-from faust.types import TP, StreamT
+from faust.types import TP, Message, StreamT
 from prometheus_client import CollectorRegistry
 
 from consumers.live_analytics import _transport, views
@@ -24,6 +24,7 @@ from consumers.live_analytics.codec import AvroEventCodec
 from consumers.live_analytics.metrics import LiveAnalyticsMetrics
 from consumers.live_analytics.options import LiveAnalyticsOptions
 from consumers.live_analytics.processor import LiveProcessor
+from consumers.live_analytics.sensor import CachedPrometheusMonitor
 from consumers.live_analytics.snapshot import SnapshotWriter
 from consumers.live_analytics.tables import TABLE_NAMES, LiveTables
 from runtime import ConfigError, Settings
@@ -71,6 +72,8 @@ class LiveAnalyticsApp:
     """The faust app and the objects the worker, the views and tests reach into."""
 
     app: faust.App
+    batches: _transport.BatchDelivery
+    """Where the consumer hands the source records; closed before the app stops."""
     tables: LiveTables
     processor: LiveProcessor
     metrics: LiveAnalyticsMetrics
@@ -140,15 +143,16 @@ def build_live_app(
         web_bind=options.web_host,
         web_port=options.web_port,
     )
-    # faust's own metrics into the injected registry, also served on faust's /metrics.
+    # faust's own metrics into the injected registry, also served on faust's /metrics,
+    # counted by a sensor that does not look its labels up again for every record.
     setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
+    faust_monitor: Any = app.monitor
+    app.monitor = CachedPrometheusMonitor(metrics=faust_monitor._metrics)
     deserializer = EventDeserializer(schema_registry_url=settings.schema_registry_url)
     serializer = EventSerializer(schema_registry_url=settings.schema_registry_url)
-    source = app.topic(
-        *topics,
-        key_serializer="raw",
-        value_serializer=AvroEventCodec(deserializer=deserializer, serializer=serializer),
-    )
+    # Values stay bytes in faust; the processor decodes them (`AvroEventCodec.decode`).
+    source = app.topic(*topics, key_serializer="raw", value_serializer="raw")
+    source_codec = AvroEventCodec(deserializer=deserializer, serializer=serializer)
     alerts = app.topic(
         alerts_topic,
         key_serializer="raw",
@@ -176,11 +180,28 @@ def build_live_app(
         metrics=metrics,
         stop=stop,
         sources=topics,
+        decode=source_codec.decode,
         highwater=highwater,
         source_idle_s=options.source_idle_s,
     )
+
+    async def count_fetched(records: list[Message]) -> None:
+        # One micro-batch at a time, in order: the tables, the clocks and the closing of
+        # windows are never touched by two batches at once. Acknowledged once counted and
+        # their changelog records handed to the producer, and nowhere else: faust commits
+        # acknowledged offsets only, after flushing the producer.
+        await processor.process_batch(records)
+        consumer = app.consumer
+        for record in records:
+            consumer.ack(record)
+
+    batches = _transport.BatchDelivery(
+        frozenset(topics), count_fetched, batch_max=options.batch_max
+    )
+    _transport.deliver_in_batches(app, batches)
     live = LiveAnalyticsApp(
         app=app,
+        batches=batches,
         tables=tables,
         processor=processor,
         metrics=metrics,
@@ -189,24 +210,17 @@ def build_live_app(
         loop=asyncio.get_running_loop(),
     )
 
-    async def count_windows(stream: StreamT[Any]) -> None:
-        # One micro-batch at a time, in order: the tables, the clocks and the closing of
-        # windows are never touched by two batches at once.
-        #
-        # The events are acknowledged here, once their batch is processed, and nowhere else.
-        # faust's acking take generator (`take_events`) acknowledges a batch in a `finally`,
-        # also when its processing raised or was cancelled, and when it is closed at a stop
-        # it turns the stream's own acking back on while the stream's background reader
-        # still takes records: both acknowledge records nobody counted, and faust commits
-        # acknowledged offsets. Unacknowledged, they are read again by the next worker.
-        batches: Any = stream  # noack_take and ack are on faust's Stream, not on StreamT
-        batches.enable_acks = False
-        async for events in batches.noack_take(options.batch_max, within=options.batch_within_s):
-            await processor.process_batch(events)
-            for event in events:
-                await batches.ack(event)
+    async def subscribe_sources(stream: StreamT[Any]) -> None:
+        # faust subscribes to the topics its agents read; the consumer hands these topics'
+        # records to `count_fetched` a fetch at a time (`_transport.deliver_in_batches`),
+        # so none reaches this stream.
+        async for event in stream:
+            raise RuntimeError(
+                f"a record of {event.message.topic} reached the agent: the batch hand-over "
+                "of the sidestream-kafka transport is not in place"
+            )
 
-    app.agent(source, name=AGENT_NAME)(count_windows)
+    app.agent(source, name=AGENT_NAME)(subscribe_sources)
 
     async def close_idle_windows() -> None:
         # Windows may become final with no new event (a silent source stops holding the

@@ -45,9 +45,8 @@ class LiveAnalyticsOptions:
     producer_linger_s: float = 0.05
     """How long faust's producer holds changelog writes and alerts to batch them."""
     batch_max: int = 2000
-    """Events per micro-batch at most: their counts are summed and each window written once."""
-    batch_within_s: float = 0.05
-    """How long a micro-batch waits for more events before it is processed anyway."""
+    """Records per micro-batch at most (a fetch is cut into batches of this size): their
+    counts are summed and each window written once per batch."""
     source_idle_s: float = 2.0
     """A source partition that delivered nothing this long after the agent resumed is taken
     as caught up: it no longer holds the partition's watermark back (see `processor`)."""
@@ -75,11 +74,8 @@ class LiveAnalyticsOptions:
             raise ValueError(
                 f"producer_linger_s must not be negative, got {self.producer_linger_s}"
             )
-        if self.batch_max < 1 or self.batch_within_s <= 0:
-            raise ValueError(
-                f"batch_max must be >= 1 and batch_within_s positive, got {self.batch_max} "
-                f"and {self.batch_within_s}"
-            )
+        if self.batch_max < 1:
+            raise ValueError(f"batch_max must be >= 1, got {self.batch_max}")
         if self.source_idle_s < 0:
             raise ValueError(f"source_idle_s must not be negative, got {self.source_idle_s}")
         if self.standby_replicas < 0 or self.replication_factor < 1:

@@ -1,11 +1,13 @@
 """What happens to each micro-batch of events: count them, move the clocks, close windows.
 
-The agent takes the source events in micro-batches (faust's ``noack_take``: up to
-`batch_max` events, or what arrived within `batch_within_s`). For a batch:
+The consumer hands the source records over a fetch at a time, in micro-batches of up to
+`batch_max` records (`_transport.BatchDelivery`, not through faust's agents: their
+per-record path cost more than all the counting). For a batch:
 
-1. **filter** — per event, in order: records this process already saw (same offset again),
-   undecodable values, other event types, records not keyed by their tenant, and *late*
-   events (their minute on the event's partition is already final) are counted in
+1. **decode and filter** — per event, in order: records this process already saw (same
+   offset again), undecodable values (records arrive as raw bytes and are decoded here),
+   other event types, records not keyed by their tenant, and *late* events (their minute
+   on the event's partition is already final) are counted in
    ``sidestream_live_events_skipped_total`` and left out;
 2. **count** — the batch's events are summed in memory per partition, tenant x event type
    x minute (and tenant x action x minute), then each one-minute window is written **once
@@ -26,13 +28,14 @@ A window closes at the end of the batch that made it final, so an event is late 
 minute was already final before its batch; a batch never spans more than `batch_max` events.
 
 Offsets are committed by faust (``at_least_once``) every ``commit_interval_s``, after it
-flushed the changelog writes; the agent acknowledges events once their batch is processed,
-and nothing else does (see ``count_windows`` in `app`). A worker given partitions (at its
-start or in a rebalance) restores the tables, then reads from the committed offsets on and
-counts each record from there once: faust's clearing of the agent's queue at that moment
-no longer drops the first records (see ``_Consumer.perform_seek`` in `_transport`). A
-graceful stop (SIGTERM) stops fetching, lets the agent process what it already took,
-flushes and commits: nothing is counted twice, nothing is skipped. A crash between a commit
+flushed the producer; records are acknowledged once their batch is processed and its
+changelog records are handed to the producer, and nothing else acknowledges them (see
+``count_fetched`` in `app`). A rebalance waits for the batch in hand to be acknowledged
+before it commits. A worker given partitions (at its start or in a rebalance) restores the
+tables, then reads from the committed offsets on and counts each record from there once
+(see ``_Consumer.perform_seek`` in `_transport`). A graceful stop (SIGTERM) lets the batch
+in hand finish, hands over no more, then faust flushes and commits: nothing is counted
+twice, nothing is skipped. A crash between a commit
 and the next replays the events since, so windows still open at the crash count those
 events twice. A window written at step b and replayed is written again, with the same or a
 higher count: live counts are at least once, ``analytics_hourly`` is the exact figure.
@@ -50,7 +53,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from faust.types import EventT
+from faust.types import Message
 
 from consumers.live_analytics.codec import Undecodable
 from consumers.live_analytics.metrics import LiveAnalyticsMetrics
@@ -58,7 +61,7 @@ from consumers.live_analytics.snapshot import SnapshotWriter, WindowCount
 from consumers.live_analytics.spikes import SpikeRule, history_from_json, history_to_json
 from consumers.live_analytics.tables import LiveTables, StreamClock, action_of
 from consumers.live_analytics.windows import HOPPING_5M, TUMBLING_1M, closed_through, minute_of
-from schemas import AnalyticsAlert, AnalyticsEvent, AuditEvent
+from schemas import AnalyticsAlert, AnalyticsEvent, AuditEvent, Event
 
 __all__ = ["LiveProcessor"]
 
@@ -66,7 +69,7 @@ logger = logging.getLogger(__name__)
 
 
 class LiveProcessor:
-    """The per-event logic of the agent; every resource is injected."""
+    """The per-batch logic of the worker; every resource is injected."""
 
     def __init__(
         self,
@@ -80,6 +83,7 @@ class LiveProcessor:
         metrics: LiveAnalyticsMetrics,
         stop: threading.Event,
         sources: tuple[str, ...],
+        decode: Callable[[object], Event | Undecodable],
         highwater: Callable[[str, int], int | None],
         source_idle_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
@@ -95,6 +99,7 @@ class LiveProcessor:
         self.counted = 0
         """Events counted into the windows by this process."""
         self._sources = sources
+        self._decode = decode
         self._highwater = highwater
         self._last_offsets: dict[tuple[str, int], int] = {}
         self._source_times: dict[tuple[str, int], float] = {}
@@ -104,7 +109,7 @@ class LiveProcessor:
         self._lock: asyncio.Lock | None = None
 
     def resumed(self, partitions: set[int]) -> None:
-        """The agent gets events of `partitions` from now on (tables restored)."""
+        """Records of `partitions` are handed over from now on (tables restored)."""
         now = self._clock()
         self._resumed_at = {p: self._resumed_at.get(p, now) for p in partitions}
 
@@ -113,7 +118,7 @@ class LiveProcessor:
         self._resumed_at.clear()
 
     def _guard(self) -> asyncio.Lock:
-        # Created in the running loop on first use: the agent and the idle check take turns.
+        # Created in the running loop on first use: the batches and the idle check take turns.
         if self._lock is None:
             self._lock = asyncio.Lock()
         return self._lock
@@ -131,13 +136,16 @@ class LiveProcessor:
                 closed = closed_through(watermark, self._grace_s)
                 if closed > clock.closed:
                     await self._close(partition, clock, closed)
+            await self._tables.flush_changelog()
 
-    async def process_batch(self, events: Sequence[EventT[Any]]) -> None:
+    async def process_batch(self, records: Sequence[Message]) -> None:
         """Count a micro-batch of events from the source topics; close what it makes final."""
         async with self._guard():
-            await self._process_batch(events)
+            await self._process_batch(records)
+            # Before the caller acknowledges the events (see `LiveTables.flush_changelog`).
+            await self._tables.flush_changelog()
 
-    async def _process_batch(self, events: Sequence[EventT[Any]]) -> None:
+    async def _process_batch(self, records: Sequence[Message]) -> None:
         counts: defaultdict[int, Counter[tuple[str, str, float]]] = defaultdict(Counter)
         actions: defaultdict[int, Counter[tuple[str, str, float]]] = defaultdict(Counter)
         tenants: defaultdict[int, set[str]] = defaultdict(set)
@@ -145,9 +153,8 @@ class LiveProcessor:
         # Per partition of the batch: (earliest minute, latest event time) counted.
         spans: dict[int, tuple[float, float]] = {}
         skipped = self._metrics.skipped
-        for event in events:
-            value = event.value
-            message = event.message
+        decode = self._decode
+        for message in records:
             source = (message.topic, message.partition)
             last = self._last_offsets.get(source)
             if last is not None and message.offset <= last:
@@ -157,6 +164,7 @@ class LiveProcessor:
                 skipped.labels("redelivered").inc()
                 continue
             self._last_offsets[source] = message.offset
+            value = decode(message.value)
             if isinstance(value, Undecodable):
                 skipped.labels("undecodable").inc()
                 logger.warning(
@@ -293,7 +301,7 @@ class LiveProcessor:
                 if alert is not None:
                     alerts.append(alert)
                 self._rule.record(history, minute, total)
-        # b. Final counts (a thread: psycopg's pool is synchronous; the agent waits).
+        # b. Final counts (a thread: psycopg's pool is synchronous; the batch waits).
         await asyncio.to_thread(self._writer.write, rows, stop=self._stop)
         # c. Alerts: delivered before faust commits the offsets (it flushes the producer).
         for alert in alerts:

@@ -230,7 +230,9 @@ async def _run_until_stopped(
         logger.error("live analytics %s crashed: %r", live.options.app_id, crashed)
     status = ExitStatus.DRAINED
     try:
-        await asyncio.wait_for(worker.stop(), timeout=deadline_s)
+        # The micro-batch in hand is counted and acknowledged first; faust's stop then
+        # commits, without waiting for records it does not know are in hand.
+        await asyncio.wait_for(_stop(live, worker), timeout=deadline_s)
     except TimeoutError:
         logger.error("live analytics did not stop within %.0f s", deadline_s)
         status = ExitStatus.ABANDONED
@@ -239,3 +241,8 @@ async def _run_until_stopped(
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await starting
     return ExitStatus.ABANDONED if crashed is not None else status
+
+
+async def _stop(live: LiveAnalyticsApp, worker: Any) -> None:
+    await live.batches.close()
+    await worker.stop()

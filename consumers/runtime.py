@@ -19,9 +19,11 @@ Lifecycle of a batch (two stages, on two threads, with a queue of one between th
    commit;
 5. **acknowledge** (the loop, when it takes the outcome) — only after the Postgres
    commit, offsets are also committed to Kafka (asynchronously) so standard lag tools
-   see progress. A failed write comes back here: a transient one is retried on the loop's
-   thread, paused, as before (the next batch waits, cut, until it lands); ``Fenced``
-   drops the batch and rewinds what is still ours; anything else ends the worker.
+   see progress, and (at most once per ``memory_release_interval_s``, and once when the
+   loop goes idle) the C heap's free memory goes back to the OS (:mod:`runtime.memory`).
+   A failed write comes back here: a transient one is retried on the loop's thread,
+   paused, as before (the next batch waits, cut, until it lands); ``Fenced`` drops the
+   batch and rewinds what is still ours; anything else ends the worker.
 
 So while batch N is written, batch N+1 is polled and decoded; batches are committed one
 at a time, in the order they were read. Only the loop's thread touches the Kafka

@@ -20,6 +20,7 @@ from consumers.log_range import LogBounds
 from consumers.metrics import ConsumerMetrics
 from consumers.offsets import Claim, PostgresOffsets, TopicPartitionKey
 from consumers.sink import Sink
+from runtime.memory import FreeMemoryReleaser
 from schemas import EventDeserializer
 
 if TYPE_CHECKING:
@@ -62,4 +63,5 @@ class _RuntimeState:
     _next_maintenance: float
     _lag_series: set[TopicPartitionKey]
     _stop_requested: threading.Event
+    _memory: FreeMemoryReleaser
     batches_committed: int

@@ -124,6 +124,10 @@ class _Writer:
                 result = self._write(job)
             except BaseException as exc:  # handed to the loop, which decides what it means
                 result = exc
+            # Not kept while this thread waits for the next batch: the written batch's
+            # records and rows (~3.7 MiB at 5,000 audit records) would stay alive, idle.
+            del job
             with self._changed:
                 self._job, self._result = None, result
                 self._changed.notify_all()
+            del result

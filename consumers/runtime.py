@@ -19,9 +19,11 @@ Lifecycle of a batch (two stages, on two threads, with a queue of one between th
    commit;
 5. **acknowledge** (the loop, when it takes the outcome) — only after the Postgres
    commit, offsets are also committed to Kafka (asynchronously) so standard lag tools
-   see progress. A failed write comes back here: a transient one is retried on the loop's
-   thread, paused, as before (the next batch waits, cut, until it lands); ``Fenced``
-   drops the batch and rewinds what is still ours; anything else ends the worker.
+   see progress, and (at most once per ``memory_release_interval_s``, and once when the
+   loop goes idle) the C heap's free memory goes back to the OS (:mod:`runtime.memory`).
+   A failed write comes back here: a transient one is retried on the loop's thread,
+   paused, as before (the next batch waits, cut, until it lands); ``Fenced`` drops the
+   batch and rewinds what is still ours; anything else ends the worker.
 
 So while batch N is written, batch N+1 is polled and decoded; batches are committed one
 at a time, in the order they were read. Only the loop's thread touches the Kafka
@@ -84,6 +86,7 @@ from consumers.offsets import Claim, Fenced, PostgresOffsets, TopicPartitionKey
 from consumers.sink import Sink
 from runtime import Settings
 from runtime.lifecycle import ExitStatus as ExitStatus  # where its callers import it from
+from runtime.memory import FreeMemoryReleaser, release_free_memory
 from runtime.retry import Backoff, is_transient
 from runtime.settings import setting_default
 from schemas import (
@@ -112,6 +115,16 @@ class BatchConfig:
     log_check_interval_s: float = 10.0
     #: Write batch N on a writer thread while batch N+1 is polled and decoded.
     pipeline: bool = setting_default("consumer_pipeline")
+    #: Hand the C heap's free memory back to the OS at most this often, after a committed
+    #: batch, and once when idle (:class:`runtime.memory.FreeMemoryReleaser`); 0 = never.
+    memory_release_interval_s: float = setting_default("consumer_memory_release_interval_s")
+
+    def __post_init__(self) -> None:
+        if self.memory_release_interval_s < 0:
+            raise ValueError(
+                "memory_release_interval_s must be >= 0 (0 = never), "
+                f"got {self.memory_release_interval_s}"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatchConfig:
@@ -125,6 +138,7 @@ class BatchConfig:
             offset_out_of_range=OutOfRangePolicy(settings.consumer_offset_out_of_range),
             log_check_interval_s=settings.consumer_offset_check_interval_s,
             pipeline=settings.consumer_pipeline,
+            memory_release_interval_s=settings.consumer_memory_release_interval_s,
         )
 
 
@@ -137,7 +151,9 @@ class BatchRuntime(_Claiming, _Committing):
 
     All resources are injected: the consumer (not yet subscribed), the Postgres pool
     (whose search path selects the schema), the dead-letter producer, the deserializer,
-    what reads the log's bounds, the metrics and a clock.
+    what reads the log's bounds, the metrics, a clock, and what hands free memory back to
+    the OS (``release_memory``, glibc's ``malloc_trim`` by default; see
+    :mod:`runtime.memory`).
     """
 
     def __init__(
@@ -155,6 +171,7 @@ class BatchRuntime(_Claiming, _Committing):
         worker_id: str,
         config: BatchConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        release_memory: Callable[[], bool] = release_free_memory,
     ) -> None:
         self._sink = sink
         self._topics = list(topics)
@@ -203,6 +220,11 @@ class BatchRuntime(_Claiming, _Committing):
         self._next_maintenance = 0.0
         self._lag_series: set[TopicPartitionKey] = set()
         self._stop_requested = threading.Event()
+        # The prefetch (librdkafka's broker thread) and the COPY buffers (the writer's)
+        # are freed into glibc arenas that keep them resident: handed back after batches.
+        self._memory = FreeMemoryReleaser(
+            self._config.memory_release_interval_s, release=release_memory, clock=clock
+        )
         self.batches_committed = 0
 
     # --- public --------------------------------------------------------------------------
@@ -218,6 +240,11 @@ class BatchRuntime(_Claiming, _Committing):
     def pipelined(self) -> bool:
         """Whether batches are written on a writer thread (``BatchConfig.pipeline``)."""
         return self._config.pipeline
+
+    @property
+    def memory_releases(self) -> int:
+        """How many times free memory was handed back to the OS (:mod:`runtime.memory`)."""
+        return self._memory.releases
 
     @property
     def assignment(self) -> list[TopicPartitionKey]:
@@ -246,6 +273,8 @@ class BatchRuntime(_Claiming, _Committing):
                 self._settle(deadline=None, wait=False)
                 if self._batch_due():
                     self._process_batch(deadline=None)
+                elif not self._buffer and self._in_flight is None:
+                    self._memory.when_idle()  # nothing at hand, nothing being written
                 self._maintain()
             # Both stages drain within one deadline: the batch being written, then the
             # records still buffered (written on this thread: there is no next batch).
@@ -448,6 +477,7 @@ class BatchRuntime(_Claiming, _Committing):
             asynchronous=True,
         )
         self._observe_lag(positions)
+        self._memory.after_batch()
 
     # --- between batches -----------------------------------------------------------------
     def _maintain(self) -> None:

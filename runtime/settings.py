@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         description="Write a batch on a writer thread while the next one is polled and "
         "decoded; false = poll, decode and write one after the other on one thread.",
     )
+    consumer_memory_release_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often, at most, a sink worker hands the C heap's free memory back "
+        "to the OS (glibc malloc_trim) after a committed batch; also once when it goes "
+        "idle. 0 = never (RSS then keeps the prefetch's high-water mark).",
+    )
     consumer_offset_out_of_range: Literal["refuse", "earliest", "latest"] = Field(
         default="refuse",
         description="A stored offset outside the partition's log (past its end, before its "

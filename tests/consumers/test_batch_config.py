@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from consumers import BatchConfig
 from runtime import Settings
 
@@ -23,3 +25,11 @@ def test_from_settings_maps_the_consumer_settings() -> None:
     assert (config.max_records, config.max_wait_s) == (7, 0.05)
     assert (config.retry_deadline_s, config.shutdown_deadline_s) == (3.0, 4.0)
     assert dataclasses.replace(config, max_records=9).max_wait_s == 0.05
+
+
+def test_the_memory_release_interval_comes_from_the_settings_and_is_validated() -> None:
+    settings = Settings.model_construct(consumer_memory_release_interval_s=0.0)
+    assert BatchConfig.from_settings(settings).memory_release_interval_s == 0.0
+    assert BatchConfig().memory_release_interval_s == 1.0
+    with pytest.raises(ValueError, match="memory_release_interval_s must be >= 0"):
+        BatchConfig(memory_release_interval_s=-1.0)

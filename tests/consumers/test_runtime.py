@@ -129,3 +129,23 @@ def test_a_fenced_partition_stops_and_the_rest_of_its_batch_is_read_again(
     assert _offset_rows(pg_conn, sink_schema, 1) == list(range(3000))
     assert _offset_rows(pg_conn, sink_schema, 0) == list(range(500))
     assert worker.shutdown() == 0
+
+
+@pytest.mark.parametrize("interval_s", [1.0, 0.0], ids=["released", "never"])
+def test_free_memory_is_released_after_batches_unless_switched_off(
+    stack_settings: Settings,
+    topic: str,
+    sink_schema: str,
+    pg_conn: psycopg.Connection[Any],
+    worker_threads: StartWorker,
+    unique: Callable[[str], str],
+    interval_s: float,
+) -> None:
+    settings = stack_settings.with_overrides(consumer_memory_release_interval_s=interval_s)
+    options = WorkerOptions("audit", group_id=unique("g"), topics=(topic,), schema=sink_schema)
+    worker = worker_threads(settings, options)
+    produce(stack_settings, topic, (audit_event(i) for i in range(10)))
+    assert wait_for(lambda: count_rows(pg_conn, sink_schema, "audit_events") == 10, timeout=60)
+    assert worker.shutdown() == 0  # every batch acknowledged
+    assert worker.runtime is not None
+    assert (worker.runtime.memory_releases > 0) is (interval_s > 0)

@@ -62,6 +62,7 @@ def test_unknown_setting_fails_with_a_suggestion() -> None:
         ("SIDESTREAM_POSTGRES_DSN", "mysql://x", "POSTGRES_DSN.*postgresql://"),
         ("SIDESTREAM_METRICS_PORT", "70000", "METRICS_PORT"),
         ("SIDESTREAM_PROFILE", "staging", "PROFILE"),
+        ("SIDESTREAM_CONSUMER_MEMORY_RELEASE_INTERVAL_S", "-1", "MEMORY_RELEASE_INTERVAL_S"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, value: str, expected: str) -> None:

@@ -62,6 +62,16 @@ def _month(moment: datetime) -> date:
     return date(moment.year, moment.month, 1)
 
 
+def _months_of(records: Sequence[Record[Any]]) -> set[date]:
+    """The months of the records' ``occurred_at``: on the writer thread, so one month
+    (the usual batch) is found from the oldest and newest without a date per record."""
+    moments = [r.event.occurred_at for r in records]
+    if not moments:
+        return set()
+    first, last = _month(min(moments)), _month(max(moments))
+    return {first} if first == last else {_month(moment) for moment in moments}
+
+
 def _months_between(first: date, last: date) -> int:
     return (last.year - first.year) * 12 + last.month - first.month
 
@@ -82,7 +92,7 @@ class AuditSink:
         return SinkRows(AUDIT_ROWS, deserializer)
 
     def write(self, records: Sequence[Record[Any]], tx: psycopg.Connection[Any]) -> int:
-        self._ensure_partitions(tx, {_month(r.event.occurred_at) for r in records})
+        self._ensure_partitions(tx, _months_of(records))
         rows = binary_rows(AUDIT_ROWS, records, self.row)
         return insert_new_rows(tx, AUDIT_TABLE, rows).count
 

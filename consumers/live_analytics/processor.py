@@ -236,7 +236,7 @@ class LiveProcessor:
         empty) do not hold it back, and when all are, it is the newest event time seen.
 
         A source that delivered nothing to this process yet holds it back for
-        `source_idle_s` after the agent resumed (its records may all be older); silent
+        `source_idle_s` after the worker resumed (its records may all be older); silent
         longer, it is caught up. A restarted worker whose predecessor read one source of a
         partition to its end would otherwise wait for that source forever (the end offset
         is no help: this process read nothing of it, and the local broker sends no end
@@ -257,7 +257,7 @@ class LiveProcessor:
                 resumed = self._resumed_at.get(partition)
                 if resumed is None or self._clock() - resumed < self._source_idle_s:
                     return None  # nothing fetched yet: its events may all be older
-                continue  # silent since the agent resumed: caught up
+                continue  # silent since the worker resumed: caught up
             if highwater is not None and last + 1 < highwater:
                 if latest is None:
                     return None  # records waiting, none counted yet

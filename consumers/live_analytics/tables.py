@@ -16,7 +16,7 @@ table from there):
 - ``tenant-partitions``: per tenant, the source partition its events arrive on.
 
 Every table is partitioned like the source topics, and each write goes to the changelog
-partition of the source partition it belongs to (named explicitly: the agent writes a
+partition of the source partition it belongs to (named explicitly: the processor writes a
 micro-batch's counts once per key, outside faust's per-event context). The sources are
 keyed by tenant, so all of a tenant's windows live on its partition.
 
@@ -141,11 +141,11 @@ class _KeyIndex:
 class LiveTables:
     """Declares the tables on `app` and answers questions about what they hold.
 
-    Writes name their changelog partition (`_put`, `_delete`): the agent changes the tables
-    once per micro-batch, not inside faust's per-event processing. A write changes the
-    table at once and queues its changelog record; `flush_changelog` sends the queued
-    records, in order, straight to the producer — the agent calls it before it
-    acknowledges the batch's events, so faust's commit (which flushes the producer first)
+    Writes name their changelog partition (`_put`, `_delete`): the processor changes the
+    tables once per micro-batch, not inside faust's per-event processing. A write changes
+    the table at once and queues its changelog record; `flush_changelog` sends the queued
+    records, in order, straight to the producer — the processor calls it before the
+    batch's records are acknowledged, so faust's commit (which flushes the producer first)
     never covers an event whose counts are not on their way to the changelog. (faust's own
     ``send_changelog`` goes through its producer buffer, a queue drained one record at a
     time that also stalls the fetcher whenever it holds more than 100 records: a third of
@@ -181,7 +181,7 @@ class LiveTables:
             help=f"events by {what} in one-minute windows of event time",
         )
 
-    # --- writing (inside the agent) ---------------------------------------------------
+    # --- writing (by the processor, one batch at a time) ------------------------------
 
     def _put(self, table: Any, partition: int, key: Any, value: Any) -> None:
         table.data[key] = value
@@ -207,11 +207,6 @@ class LiveTables:
                 eager_partitioning=True,
             )
         )
-
-    @property
-    def unsent_changelog(self) -> int:
-        """Changelog records queued by writes and not yet handed to the producer."""
-        return len(self._changelog)
 
     async def flush_changelog(self) -> None:
         """Hand the queued changelog records to the producer, in the order written.
@@ -243,7 +238,7 @@ class LiveTables:
 
     def rebuild_index(self) -> None:
         """Re-read which windows the restored tables hold (after a rebalance, before the
-        agent resumes): the tenants' partitions first, then every window key."""
+        batches resume): the tenants' partitions first, then every window key."""
         self._partition_of = {
             str(tenant): int(partition) for tenant, partition in self.tenant_partitions.data.items()
         }
@@ -309,7 +304,7 @@ class LiveTables:
         return deleted
 
     def put_history(self, partition: int, tenant: str, history: Any) -> None:
-        """Remember a tenant's spike history (inside the agent)."""
+        """Remember a tenant's spike history (by the processor)."""
         self._put(self.history, partition, tenant, history)
 
     # --- stream clocks ---------------------------------------------------------------
@@ -324,7 +319,7 @@ class LiveTables:
         return clock
 
     def advance(self, partition: int, clock: StreamClock, *, persist: bool) -> None:
-        """Remember `clock`; `persist` also writes it to the changelog (inside the agent)."""
+        """Remember `clock`; `persist` also writes it to the changelog (by the processor)."""
         self._clocks[partition] = clock
         if persist:
             self._put(self.clocks, partition, partition, clock.to_json())

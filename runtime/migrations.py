@@ -125,7 +125,7 @@ def migrate(
                         ).format(ident),
                         (migration.source, migration.version, migration.name, migration.checksum),
                     )
-                logger.info(
+                logger.debug(
                     "applied %s migration %04d_%s to schema %s",
                     migration.source,
                     migration.version,
@@ -135,4 +135,12 @@ def migrate(
                 applied.append(migration)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_ADVISORY_LOCK_ID,))
+    if applied:
+        # One line per call: benchmarks, chaos runs and tests migrate many scratch schemas.
+        logger.info(
+            "applied %d migration(s) to schema %s: %s",
+            len(applied),
+            schema,
+            ", ".join(f"{m.source} {m.version:04d}" for m in applied),
+        )
     return applied

@@ -7,6 +7,7 @@ No mail or webhook leaves the machine; the receiver counts only requests whose
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,6 +20,12 @@ from consumers.delivery import SignatureError, verify
 class PortZeroController(Controller):
     """aiosmtpd's threaded SMTP server on ``port=0`` (any free port): :attr:`port` is the
     one it bound. (aiosmtpd itself would connect to port 0 to check the server is up.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # aiosmtpd logs every SMTP command and connection at INFO (~1,500 lines per demo,
+        # drowning its summary); warnings and errors still show.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        super().__init__(*args, **kwargs)
 
     def _trigger_server(self) -> None:
         server = self.server  # bound: aiosmtpd calls _trigger_server after the bind

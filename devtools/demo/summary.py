@@ -74,7 +74,9 @@ def _print_summary(
             f"• cache: hit ratio {hit_ratio:.0%} (L1 {observed.cache_hits_l1:.0f}, Redis "
             f"{observed.cache_hits_redis:.0f}, misses {observed.cache_misses:.0f}); "
             f"invalidation lag (event → keys tombstoned) p50 {ms(observed.invalidation_p50_s)}, "
-            f"p99 {ms(observed.invalidation_p99_s)}"
+            f"p99 {ms(observed.invalidation_p99_s)} — histogram buckets, counting the writes "
+            "made while the worker was still joining its group; steady state at 1,000 "
+            "writes/s: `sidestream bench --section invalidation`"
         )
     by_status = ", ".join(
         f"{status_name} {deliveries.get(status_name, 0):,}"

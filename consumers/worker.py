@@ -147,9 +147,8 @@ def run_worker(
         on_runtime(runtime)
     logger.info("worker %s: sink %s, group %s, topics %s", me, sink.name, group_id, topics)
     try:
-        with ObservabilityServer(
-            host=settings.metrics_host,
-            port=settings.metrics_port,
+        with ObservabilityServer.for_worker(
+            settings,
             registry=registry,
             # Not ready while the brokers are reported unreachable, too (the runtime
             # itself only knows about the database).

@@ -37,7 +37,6 @@ polling fallback every ``poll_interval_s``; every wait is bounded.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import threading
@@ -546,17 +545,12 @@ def run_relay(
         unready_after_s=settings.consumer_retry_deadline_s,
         profile=settings.profile,
     )
-    server = (
-        ObservabilityServer(
-            host=settings.metrics_host,
-            port=settings.metrics_port,
-            registry=registry,
-            ready=lambda: relay.ready() and kafka_reachable(settings),
-        )
-        if serve_metrics
-        else contextlib.nullcontext()
-    )
-    with server:
+    with ObservabilityServer.for_worker_if(
+        serve_metrics,
+        settings,
+        registry=registry,
+        ready=lambda: relay.ready() and kafka_reachable(settings),
+    ):
         logger.info("outbox relay started on schema %s", target)
         relay.run(stop)
     logger.info(

@@ -10,6 +10,7 @@ discovery (``sidestream observe``, ``make observe``): see :func:`announce_target
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,14 +18,18 @@ import re
 import threading
 import weakref
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from runtime.ports import report_listening
+
+if TYPE_CHECKING:
+    from runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +143,30 @@ class ObservabilityServer:
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
         self._target_file: Path | None = None
+
+    @classmethod
+    def for_worker(
+        cls, settings: Settings, *, registry: CollectorRegistry, ready: ReadinessCheck
+    ) -> ObservabilityServer:
+        """A worker's server, on ``SIDESTREAM_METRICS_HOST`` / ``_PORT``."""
+        return cls(
+            host=settings.metrics_host, port=settings.metrics_port, registry=registry, ready=ready
+        )
+
+    @classmethod
+    def for_worker_if(
+        cls,
+        serve: bool,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry,
+        ready: ReadinessCheck,
+    ) -> AbstractContextManager[object]:
+        """:meth:`for_worker` when ``serve``, else nothing: for workers that also run
+        inside another process that serves the metrics itself."""
+        if not serve:
+            return contextlib.nullcontext()
+        return cls.for_worker(settings, registry=registry, ready=ready)
 
     @property
     def port(self) -> int:

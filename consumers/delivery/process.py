@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import threading
-from contextlib import nullcontext
 from typing import Any
 
 import httpx
@@ -182,18 +181,13 @@ def run_notify_worker(
                 ),
                 listen=listen,
             )
-            server = (
-                ObservabilityServer(
-                    host=settings.metrics_host,
-                    port=settings.metrics_port,
-                    registry=registry,
-                    # Not ready while Postgres or Kafka (dead letters) is away.
-                    ready=lambda: worker.ready() and kafka_reachable(settings),
-                )
-                if serve_metrics
-                else nullcontext()
-            )
-            with server:
+            with ObservabilityServer.for_worker_if(
+                serve_metrics,
+                settings,
+                registry=registry,
+                # Not ready while Postgres or Kafka (dead letters) is away.
+                ready=lambda: worker.ready() and kafka_reachable(settings),
+            ):
                 return await worker.run(stop)
         finally:
             await http.aclose()

@@ -151,9 +151,7 @@ def run_live_analytics(
         live = holder.get("live")
         return live is not None and live.ready
 
-    with ObservabilityServer(
-        host=settings.metrics_host, port=settings.metrics_port, registry=registry, ready=ready
-    ):
+    with ObservabilityServer.for_worker(settings, registry=registry, ready=ready):
         partitions = _await_topics(settings, sources, alerts_topic, stop)
         if partitions is None:
             logger.info("live analytics %s stopped before Kafka answered", options.app_id)

@@ -203,9 +203,6 @@ class LiveProcessor:
             )
             if timestamp > self._source_times.get(source, -math.inf):
                 self._source_times[source] = timestamp
-        for topic, n in per_topic.items():
-            self._metrics.events.labels(topic).inc(n)
-            self.counted += n
         for partition, (first_minute, latest) in spans.items():
             self._tables.add_counts(
                 partition, counts[partition], actions[partition], tenants[partition]
@@ -226,6 +223,12 @@ class LiveProcessor:
                 await self._close(partition, clock, closed)
             else:
                 self._tables.advance(partition, clock, persist=False)
+        # Counted once every partition's counts are in the tables: closing windows awaits
+        # Postgres, and a reader (web view, metric watcher) runs in between; had the metric
+        # moved first, it could say "counted" while a later partition's counts were not in.
+        for topic, n in per_topic.items():
+            self._metrics.events.labels(topic).inc(n)
+            self.counted += n
 
     def _watermark(self, partition: int) -> float | None:
         """How far event time has certainly got on `partition`, or None if unknown.

@@ -95,7 +95,9 @@ def test_a_restart_mid_stream_recovers_the_tables_and_writes_exact_rows(
     if store == "rocksdb://":
         # faust's RocksDB store needs `rocksdict`, which is not a dependency (yet).
         pytest.importorskip("rocksdict")
-    options = live_options(grace_s=GRACE_S, store=store)
+    # Small batches: at full speed the worker counts phase B in a fraction of a second,
+    # before the test could stop it mid-stream.
+    options = live_options(grace_s=GRACE_S, store=store, batch_max=50)
     base = f"http://127.0.0.1:{options.web_port}"
     log = tmp_path / "worker.log"
 
@@ -111,10 +113,11 @@ def test_a_restart_mid_stream_recovers_the_tables_and_writes_exact_rows(
         produce(stack_settings, _items(live_topics, phase_a))
         assert wait_for(lambda: counted(scrape(metrics)) >= len(phase_a), timeout=60)
         # Phase B, minutes 3-5, much larger: SIGTERM while it is being processed.
-        phase_b = _phase(range(3, 6), 1500)
+        phase_b = _phase(range(3, 6), 4000)
         produce(stack_settings, _items(live_topics, phase_b))
         assert wait_for(lambda: counted(scrape(metrics)) >= len(phase_a) + 300, timeout=60)
         seen = counted(scrape(metrics))
+        print(f"stopped at {seen:.0f} of {len(phase_a) + len(phase_b)}")
         assert _stop(first, signal.SIGTERM) == 0, log.read_text()[-3000:]
     finally:
         if first.poll() is None:
@@ -182,7 +185,7 @@ def test_a_second_worker_joining_mid_stream_takes_partitions_over_exactly(
         second, second_base = worker_process(stack_settings, joining, log=tmp_path / "second.log")
         # Phase B trickles in while the second worker joins (a join takes about half the
         # session timeout on the local broker), so the rebalance comes mid-stream.
-        phase_b = _phase(range(3, 6), 1500)
+        phase_b = _phase(range(3, 6), 4000)
         chunk = len(phase_b) // 20
         for start in range(0, len(phase_b), chunk):
             produce(stack_settings, _items(live_topics, phase_b[start : start + chunk]))

@@ -151,6 +151,19 @@ class Settings(BaseSettings):
         "(a topic recreated under it).",
     )
 
+    # --- Live analytics worker (services.workers) -------------------------------------
+    live_analytics_store: Literal["memory", "rocksdb"] = Field(
+        default="memory",
+        description="Where the live-analytics worker keeps its tables: memory (rebuilt from "
+        "the changelog topics at every start) or rocksdb (on disk under "
+        "LIVE_ANALYTICS_DATA_DIR; a restart reads only what the changelog added since).",
+    )
+    live_analytics_data_dir: Path | None = Field(
+        default=None,
+        description="The live-analytics worker's data directory (RocksDB tables); unset: a "
+        "folder per app id under the system temp directory.",
+    )
+
     # --- Outbox relay (producers.RelayConfig.from_settings) -------------------------
     relay_batch_size: int = Field(default=1000, ge=1, description="Outbox rows per transaction.")
     relay_poll_interval_s: float = Field(

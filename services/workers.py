@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from consumers import SINKS, WorkerOptions, group_id_for, run_worker
@@ -31,7 +31,7 @@ from schemas.topics import topic_for
 from services.invalidation_consumer import SINK_NAME as INVALIDATION
 from services.invalidation_consumer import run_invalidation_worker
 
-__all__ = ["WORKERS", "Worker", "WorkerArgs", "find_worker"]
+__all__ = ["WORKERS", "Worker", "WorkerArgs", "find_worker", "live_analytics_options"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +87,22 @@ def _notify_runner(config: Settings, stop: threading.Event, args: WorkerArgs) ->
     return int(run_notify_worker(config, stop=stop, schema=args.schema))
 
 
-def _live_analytics_runner(config: Settings, stop: threading.Event, args: WorkerArgs) -> int:
+def live_analytics_options(config: Settings, args: WorkerArgs) -> LiveAnalyticsOptions:
+    """The live-analytics worker's options for a run: `args`' names, the settings' store."""
     options = LiveAnalyticsOptions(
-        app_id=args.group or DEFAULT_APP_ID, topics=args.topics, schema=args.schema
+        app_id=args.group or DEFAULT_APP_ID,
+        topics=args.topics,
+        schema=args.schema,
+        store=f"{config.live_analytics_store}://",
     )
+    if config.live_analytics_data_dir is None:
+        return options
+    # One folder per app id: faust names its table files after the tables only.
+    return replace(options, data_dir=config.live_analytics_data_dir / options.safe_app_id)
+
+
+def _live_analytics_runner(config: Settings, stop: threading.Event, args: WorkerArgs) -> int:
+    options = live_analytics_options(config, args)
     return int(run_live_analytics(config, options, stop=stop, install_signal_handlers=False))
 
 

@@ -37,7 +37,7 @@ class LiveAnalyticsOptions:
     """Default length of the top-actions view (``?n=`` overrides it)."""
     store: str = "memory://"
     """faust table store: ``memory://`` (restored from the changelog on start) or
-    ``rocksdb://`` (needs the ``rocksdict`` package, not installed here)."""
+    ``rocksdb://`` (on disk under `data_dir`, through ``rocksdict``)."""
     data_dir: Path | None = None
     """faust's data directory; default: a folder per app id under the system temp dir."""
     commit_interval_s: float = 2.8
@@ -85,7 +85,12 @@ class LiveAnalyticsOptions:
 
     @property
     def resolved_data_dir(self) -> Path:
+        """`data_dir`, else a folder of this app id under the system temp directory."""
         if self.data_dir is not None:
             return self.data_dir
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.app_id)
-        return Path(tempfile.gettempdir()) / "sidestream-live-analytics" / safe
+        return Path(tempfile.gettempdir()) / "sidestream-live-analytics" / self.safe_app_id
+
+    @property
+    def safe_app_id(self) -> str:
+        """The app id as a file name (one data folder per app id)."""
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in self.app_id)

@@ -138,6 +138,25 @@ class _KeyIndex:
         }
 
 
+def _store_put(store: Any, partition: int, key: Any, value: Any) -> None:
+    """Set `key` in a table's store, in the database of `partition` where there is one.
+
+    The in-memory store is one mapping for every partition. faust's RocksDB store keeps a
+    database per partition and takes the partition from the event being processed
+    (``faust.streams.current_event``); the processor writes once per micro-batch, outside
+    any event's context, so it names the partition (the store's own `_set`, with the
+    partition given instead of looked up). Reads and deletes need no partition: the store
+    finds the key in its databases.
+    """
+    db_for_partition = getattr(store, "_db_for_partition", None)
+    if db_for_partition is None:
+        store[key] = value
+        return
+    raw_key = store._encode_key(key)
+    db_for_partition(partition).put(raw_key, store._encode_value(value))
+    store._key_index[raw_key] = partition
+
+
 class LiveTables:
     """Declares the tables on `app` and answers questions about what they hold.
 
@@ -184,7 +203,7 @@ class LiveTables:
     # --- writing (by the processor, one batch at a time) ------------------------------
 
     def _put(self, table: Any, partition: int, key: Any, value: Any) -> None:
-        table.data[key] = value
+        _store_put(table.data, partition, key, value)
         self._queue_changelog(table, partition, key, value, table.value_serializer)
 
     def _delete(self, table: Any, partition: int, key: Any) -> None:

@@ -63,6 +63,7 @@ def test_unknown_setting_fails_with_a_suggestion() -> None:
         ("SIDESTREAM_METRICS_PORT", "70000", "METRICS_PORT"),
         ("SIDESTREAM_PROFILE", "staging", "PROFILE"),
         ("SIDESTREAM_CONSUMER_MEMORY_RELEASE_INTERVAL_S", "-1", "MEMORY_RELEASE_INTERVAL_S"),
+        ("SIDESTREAM_LIVE_ANALYTICS_STORE", "rocksdb://", "LIVE_ANALYTICS_STORE.*memory"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, value: str, expected: str) -> None:

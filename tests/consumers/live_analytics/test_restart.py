@@ -92,9 +92,6 @@ def test_a_restart_mid_stream_recovers_the_tables_and_writes_exact_rows(
     live_schema: str,
     tmp_path: Path,
 ) -> None:
-    if store == "rocksdb://":
-        # faust's RocksDB store needs `rocksdict`, which is not a dependency (yet).
-        pytest.importorskip("rocksdict")
     # Small batches: at full speed the worker counts phase B in a fraction of a second,
     # before the test could stop it mid-stream.
     options = live_options(grace_s=GRACE_S, store=store, batch_max=50)

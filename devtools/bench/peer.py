@@ -327,9 +327,7 @@ def table_shape(ctx: BenchContext, schema: str, table: str = AUDIT_TABLE.name) -
     return {
         "columns": [tuple(column) for column in columns],
         "primary_key": [name for (name,) in key],
-        "indexes": sorted(
-            d.replace(f"{schema}.", "").replace(f'"{schema}".', "") for (d,) in indexes
-        ),
+        "indexes": sorted(_anonymous(definition, schema) for (definition,) in indexes),
     }
 
 
@@ -361,7 +359,7 @@ def run_with(ctx: BenchContext, venv: PeerVenv) -> list[Figure]:
         problem = venv.ensure()
     if problem is not None:
         reason = f"quixstreams could not be installed into {venv.path} ({problem})"
-        ctx.console.print(f"peer: skipped — {reason}")
+        ctx.console.print(f"peer: skipped — {reason}", soft_wrap=True, markup=False)
         return _skipped(reason)
     total = ctx.sizes.pick(20_000, 100_000)
     ours_topic, peer_topic = ctx.topic("peer_ours"), ctx.topic("peer_quix")

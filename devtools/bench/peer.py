@@ -84,7 +84,13 @@ _RUN_TIMEOUT_S = 900.0
 
 #: Rounds of a full run (each: ours, the peer with and without schema_auto_update).
 _ROUNDS = 3
-_PEER_VERSION = "3.28"
+
+
+def _pinned_version(lock: Path) -> str:
+    """quixstreams' version in ``lock`` (the scoreboard names it)."""
+    match = re.search(r"^quixstreams==(\S+)", lock.read_text(), re.MULTILINE)
+    return match.group(1) if match else "?"
+
 
 _TARGET_RATIO = 3.0
 """Issue 16: this project "should lead by several times"."""
@@ -233,7 +239,7 @@ def _peer(
         process = ctx.spawn(
             argv,
             # The password travels in the environment, never in the process list.
-            extra_env={"SIDESTREAM_PEER_PGPASSWORD": str(dsn.get("password") or "")},
+            extra_env={"BENCH_PEER_PGPASSWORD": str(dsn.get("password") or "")},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -383,7 +389,7 @@ def run_with(ctx: BenchContext, venv: PeerVenv) -> list[Figure]:
                     f"peer: the peer's table differs from the audit sink's in {differing} "
                     "rows; its rate would not compare like with like"
                 )
-    ours = median(rates["ours"])
+    ours, version = median(rates["ours"]), _pinned_version(venv.lock)
     note = (
         f"n={total:,}, batch/commit_every={plan.batch} ({flushes} peer checkpoints), same rows "
         f"in both tables; median of rounds, ours {_listed(rates['ours'])}"
@@ -395,7 +401,7 @@ def run_with(ctx: BenchContext, venv: PeerVenv) -> list[Figure]:
             ours,
             "rows/s",
             median(rates[setting]),
-            f"quixstreams {_PEER_VERSION}, {'its default' if setting == 'on' else 'table as is'}",
+            f"quixstreams {version}, {'its default' if setting == 'on' else 'table as is'}",
             Target(">=", _TARGET_RATIO),
             note=f"{note}, peer {_listed(rates[setting])}",
         )

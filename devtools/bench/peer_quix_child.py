@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
         dbname=args.dbname,
         user=args.user,
         # From the environment: a password never shows in the process list.
-        password=os.environ.get("SIDESTREAM_PEER_PGPASSWORD", ""),
+        password=os.environ.get("BENCH_PEER_PGPASSWORD", ""),
         table_name=args.table,
         schema_name=args.schema,
         schema_auto_update=args.schema_auto_update == "on",

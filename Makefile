@@ -27,9 +27,10 @@ $(STAMP): requirements.lock pyproject.toml
 setup: $(STAMP) ## Create .venv and install the pinned, hash-checked dependencies
 	@echo "setup: $(VENV) is ready"
 
-lock: $(STAMP) ## Re-pin dependencies with hashes: requirements.lock (dev) and requirements-runtime.lock (the image)
+lock: $(STAMP) ## Re-pin dependencies with hashes: requirements.lock (dev), requirements-runtime.lock (the image), the bench peer's own lock
 	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 --no-header -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --no-header -o requirements-runtime.lock
+	$(BIN)/uv pip compile devtools/bench/peer-requirements.in --generate-hashes --python-version 3.11 --no-header -o devtools/bench/peer-requirements.lock
 
 up: $(STAMP) ## Start the local Kafka (tansu), Postgres and Redis and wait until healthy
 	$(SS) dev up

@@ -16,6 +16,7 @@ from devtools.bench import (
     e2e,
     invalidation,
     live,
+    peer,
     publish,
     serde,
     sink,
@@ -28,6 +29,7 @@ from sidestream.errors import App
 SECTIONS: dict[str, Section] = {
     "publish": publish.run,
     "sink": sink.run,
+    "peer": peer.run,
     "cache": cache.run,
     "api": api.run,
     "e2e": e2e.run,

@@ -46,10 +46,10 @@ def _encode(events: list[AuditEvent], topic: str) -> list[tuple[bytes, bytes]]:
 
 
 def _produce(ctx: BenchContext, topic: str, events: list[AuditEvent]) -> None:
-    _produce_encoded(ctx, topic, _encode(events, topic))
+    produce_encoded(ctx, topic, _encode(events, topic))
 
 
-def _produce_encoded(ctx: BenchContext, topic: str, encoded: list[tuple[bytes, bytes]]) -> None:
+def produce_encoded(ctx: BenchContext, topic: str, encoded: list[tuple[bytes, bytes]]) -> None:
     producer = kafka_producer(ctx.settings, **{"linger.ms": 20, "batch.num.messages": 10000})
     with ctx.progress("producing", len(encoded)) as advance:
         for i, (key, value) in enumerate(encoded, 1):
@@ -75,7 +75,7 @@ def _committed_on(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def _measure_until_done(
+def measure_until_done(
     ctx: BenchContext, schema: str, total: int, label: str, timeout: float = 600
 ) -> tuple[float, float]:
     """Wait for the first commit, then for all; returns (join seconds, rows/s after it).
@@ -121,7 +121,7 @@ def _sink_rate(
         config=config,
     ).start()
     try:
-        return _measure_until_done(ctx, schema, total, f"audit sink (batch {batch or 'default'})")
+        return measure_until_done(ctx, schema, total, f"audit sink (batch {batch or 'default'})")
     finally:
         worker.shutdown()
 
@@ -176,13 +176,20 @@ def _naive_rate(ctx: BenchContext, topic: str, count: int) -> float:
     return written / (time.perf_counter() - (started or time.perf_counter()))
 
 
-def _worker_process(settings: Settings, options: WorkerOptions) -> subprocess.Popen[bytes]:
+def worker_process(
+    settings: Settings, options: WorkerOptions, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``sidestream worker run`` for ``options`` in a process of its own (quiet), with the
+    connection settings of ``settings`` and ``extra_env`` on top."""
     command = [sys.executable, "-m", "sidestream", "worker", "run", options.sink]
     command += ["--group", options.group_id or "", "--schema", options.schema or ""]
     for topic in options.topics or ():
         command += ["--topic", topic]
     return subprocess.Popen(
-        command, env=child_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command,
+        env={**child_env(settings), **(extra_env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -218,7 +225,7 @@ def _scaling_rate(
     topic = ctx.topic("scale", partitions=partitions)
     schema = ctx.schema("scale", [CONSUMER_MIGRATIONS])
     options = WorkerOptions("audit", group_id=ctx.name("g"), topics=(topic,), schema=schema)
-    processes = [_worker_process(ctx.settings, options) for _ in range(workers)]
+    processes = [worker_process(ctx.settings, options) for _ in range(workers)]
     try:
         stable = wait_until(
             lambda: _owners(ctx, schema) == (min(workers, partitions), partitions), timeout=120
@@ -230,8 +237,8 @@ def _scaling_rate(
             recording = None
             if profile is not None:
                 recording = stack.enter_context(profiled(processes[0].pid, profile))
-            _produce_encoded(ctx, topic, encoded)
-            _join, rate = _measure_until_done(
+            produce_encoded(ctx, topic, encoded)
+            _join, rate = measure_until_done(
                 ctx, schema, len(encoded), f"{workers} worker process(es)"
             )
         return rate, recording
@@ -253,7 +260,7 @@ def _rss_growth(ctx: BenchContext, rounds: int, per_round: int) -> list[float]:
     topic = ctx.topic("rss")
     schema = ctx.schema("rss", [CONSUMER_MIGRATIONS])
     options = WorkerOptions("audit", group_id=ctx.name("g"), topics=(topic,), schema=schema)
-    process = _worker_process(ctx.settings, options)
+    process = worker_process(ctx.settings, options)
     generator = SyntheticEvents(seed=ctx.seed + 1)
     samples: list[int] = []
     try:

@@ -55,7 +55,7 @@ def _local_keys(config: Settings, tenant: str, schema: str | None) -> tuple[str,
 @app.callback(invoke_without_command=True)
 def run(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8090,
     schema: SchemaOption = None,
     operator_tenant: Annotated[
         list[str] | None,

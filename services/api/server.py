@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -13,7 +14,7 @@ from types import FrameType
 import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from runtime import Settings
+from runtime import ConfigError, Settings
 from runtime.ports import report_listening
 from services.api.app import create_app
 from services.api.config import ApiConfig
@@ -82,11 +83,13 @@ def serve(
 
     Returns normally once drained (so the process exits 0, like the workers), instead of
     uvicorn's default of re-raising the signal at the end. Call after
-    ``runtime.configure_logging``. Raises ``SystemExit(1)`` if the server did not start
-    (e.g. the port is taken). ``port=0`` binds any free port and reports it (as ``api``)
-    in the ready file of :mod:`runtime.ports`.
+    ``runtime.configure_logging``. Raises :class:`~runtime.ConfigError` (one line with
+    the fix) if ``host:port`` cannot be listened on, before the app starts, and
+    ``SystemExit(1)`` if the server did not start otherwise. ``port=0`` binds any free
+    port and reports it (as ``api``) in the ready file of :mod:`runtime.ports`.
     """
     install_request_id_logging()
+    listening = listen_on(host, port)
     server = _ReportingServer(_uvicorn_config(settings, host, port, config, registry))
 
     def request_exit(signum: int, _frame: FrameType | None) -> None:
@@ -98,13 +101,36 @@ def serve(
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, request_exit) for sig in _SIGNALS}
     try:
-        server.run()
+        server.run(sockets=[listening])
     finally:
+        listening.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not server.started:
         raise SystemExit(1)
     logger.info("api stopped")
+
+
+def listen_on(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``; :class:`~runtime.ConfigError` saying why not.
+
+    Bound here rather than by uvicorn, which would start the app, log the failure
+    among its start-up and shutdown lines and exit 3.
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except socket.gaierror:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} (cannot resolve host) — check --host"
+        ) from None
+    except OSError as exc:
+        # create_server's message adds the address again: the errno's text is enough.
+        reason = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({reason}) — choose another --port or --host, "
+            "or stop what listens there"
+        ) from None
 
 
 class ApiServer:

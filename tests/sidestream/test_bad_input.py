@@ -100,3 +100,13 @@ def test_contradicting_options_are_a_usage_error(
     assert line.startswith("error: ")
     assert expected in line
     assert line.endswith("--help`)")
+
+
+def test_an_api_port_in_use_is_one_line_and_exit_2(tmp_path: Path, dead_port: int) -> None:
+    # Refused before the app starts (uvicorn would log its start-up and exit 3).
+    result = cli(tmp_path, "api", "--port", str(dead_port), **dead_servers(dead_port))
+    assert result.returncode == 2, result.stderr
+    assert one_line(result) == (
+        f"error: cannot listen on 127.0.0.1:{dead_port} (address already in use) — choose "
+        "another --port or --host, or stop what listens there"
+    )

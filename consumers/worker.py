@@ -126,7 +126,7 @@ def run_worker(
 
     # Dead letters as large as their topics accept (larger ones go as references).
     dlq_max_bytes = dead_letter_max_bytes(
-        kafka_admin(settings), [dead_letter_topic(t) for t in topics]
+        kafka_admin(settings), [dead_letter_topic(t) for t in topics], stop=stop
     )
     producer = kafka_producer(
         settings, **{"client.id": f"{me}-dlq", "message.max.bytes": dlq_max_bytes}

@@ -158,7 +158,9 @@ def test_every_worker_with_kafka_away_retries_and_is_not_ready(
 ) -> None:
     migrate(pg_conn, MIGRATION_SOURCES, schema=pg_schema)
     settings = {**live_servers(stack_settings), "kafka_bootstrap_servers": f"127.0.0.1:{dead_port}"}
-    unready, code, lines = _watch_worker(tmp_path, name, ("--schema", pg_schema), settings)
+    unready, code, lines = _watch_worker(
+        tmp_path, name, ("--schema", pg_schema), settings, exit_within_s=_EXIT_S
+    )
     assert unready, "".join(lines)
     assert code == 0, "".join(lines)
     _assert_one_line_per_outage(lines, dead_port)

@@ -167,12 +167,7 @@ def test_every_worker_with_kafka_away_retries_and_is_not_ready(
     assert "cannot reach Kafka" in next(line for line in lines if str(dead_port) in line)
 
 
-@pytest.mark.parametrize(
-    "name",
-    # live-analytics is left out: it touches Postgres only to write closed windows, and
-    # reports ready while idle (see the README's known gaps).
-    sorted(set(WORKERS) - {"live-analytics"}),
-)
+@pytest.mark.parametrize("name", sorted(WORKERS))
 def test_every_worker_with_postgres_away_retries_and_is_not_ready(
     tmp_path: Path,
     stack_settings: Settings,

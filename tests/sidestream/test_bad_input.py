@@ -63,6 +63,7 @@ BAD_VALUES = [
     (("load", "--kind", "nope"), "'--kind'", "unknown kind(s) ['nope']"),
     (("console", "--port", "99999"), "'--port'", "less than or equal to 65535"),
     (("demo", "--events", "-3"), "'--events'", "greater than or equal to 0"),
+    (("schemas", "release", "nosuch"), "'SUBJECT'", "unknown subject 'nosuch'"),
 ]
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import threading
@@ -14,8 +13,8 @@ from types import FrameType
 import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from runtime import ConfigError, Settings
-from runtime.ports import report_listening
+from runtime import Settings
+from runtime.ports import listen_on, report_listening
 from services.api.app import create_app
 from services.api.config import ApiConfig
 from services.api.context import RequestIdLogFilter
@@ -109,28 +108,6 @@ def serve(
     if not server.started:
         raise SystemExit(1)
     logger.info("api stopped")
-
-
-def listen_on(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host:port``; :class:`~runtime.ConfigError` saying why not.
-
-    Bound here rather than by uvicorn, which would start the app, log the failure
-    among its start-up and shutdown lines and exit 3.
-    """
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family)
-    except socket.gaierror:
-        raise ConfigError(
-            f"cannot listen on {host}:{port} (cannot resolve host) — check --host"
-        ) from None
-    except OSError as exc:
-        # create_server's message adds the address again: the errno's text is enough.
-        reason = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
-        raise ConfigError(
-            f"cannot listen on {host}:{port} ({reason}) — choose another --port or --host, "
-            "or stop what listens there"
-        ) from None
 
 
 class ApiServer:

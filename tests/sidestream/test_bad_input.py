@@ -103,9 +103,11 @@ def test_contradicting_options_are_a_usage_error(
     assert line.endswith("--help`)")
 
 
-def test_an_api_port_in_use_is_one_line_and_exit_2(tmp_path: Path, dead_port: int) -> None:
-    # Refused before the app starts (uvicorn would log its start-up and exit 3).
-    result = cli(tmp_path, "api", "--port", str(dead_port), **dead_servers(dead_port))
+@pytest.mark.parametrize("command", ["api", "console"])
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path, dead_port: int, command: str) -> None:
+    # Refused before the app starts (uvicorn would log its start-up and exit 3) and
+    # before any server is contacted.
+    result = cli(tmp_path, command, "--port", str(dead_port), **dead_servers(dead_port))
     assert result.returncode == 2, result.stderr
     assert one_line(result) == (
         f"error: cannot listen on 127.0.0.1:{dead_port} (address already in use) — choose "

@@ -15,16 +15,12 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
-from consumers.batch_recovery import _Recovery
+from consumers.batch_recovery import _Recovery, _StopRequestedError
 from consumers.log_range import OffsetOutOfRange, OutOfRangePolicy
 from consumers.offsets import Claim, Fenced, TopicPartitionKey
 from runtime.retry import is_transient
 
 logger = logging.getLogger(__name__)
-
-
-class _StopRequestedError(Exception):
-    """Stop was requested while claiming partitions: give up the assignment."""
 
 
 @dataclass(slots=True)
@@ -65,7 +61,7 @@ class _Claiming(_Recovery):
     def _claim_once(
         self, keys: list[TopicPartitionKey]
     ) -> tuple[dict[TopicPartitionKey, Claim], dict[TopicPartitionKey, _Refused]]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             claims = self._offsets.claim(conn, keys)
         self._database_answered()
         return self._check_log(self._with_kafka_offsets(claims))
@@ -114,7 +110,7 @@ class _Claiming(_Recovery):
         """Policy earliest/latest: move the stored offset to the log's start or end."""
         policy = self._config.offset_out_of_range
         target = condition.start if policy is OutOfRangePolicy.EARLIEST else condition.end
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             claim = self._offsets.reset(conn, condition.key, claim, target)
         self._metrics.offset_resets.labels(self._sink.name, policy.value).inc()
         logger.warning(
@@ -144,7 +140,7 @@ class _Claiming(_Recovery):
     def _recheck_refused(self) -> None:
         """A refused partition comes back once its stored offset was moved (its generation
         changed, e.g. by ``sidestream replay --force``) to a position inside the log."""
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             current = self._offsets.generations(conn, self._refused)
         moved = [k for k, r in self._refused.items() if current.get(k) != r.claim.generation]
         if not moved:

@@ -9,17 +9,56 @@ ready, and keeps retrying.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from typing import Any
 
+import psycopg
 from confluent_kafka import TopicPartition
+from psycopg_pool import PoolTimeout
 
 from consumers.batch_polling import _Polling
 
 logger = logging.getLogger(__name__)
 
+# How long one wait for a pooled connection lasts before the stop event is looked at.
+_STOP_SLICE_S = 0.25
+
+
+class _StopRequestedError(Exception):
+    """Stop was requested while waiting for the database: give up what was being done."""
+
 
 class _Recovery(_Polling):
     """Noting failures and recoveries; waiting, paused, before the next attempt."""
+
+    @contextlib.contextmanager
+    def _connection(self, timeout_s: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, like ``pool.connection(timeout_s)`` (default: the pool's
+        timeout), but a stop request ends the wait: while the database is away the pool
+        would hold a SIGTERM for its whole timeout (10 s).
+
+        Raises:
+            _StopRequestedError: stop was requested before a connection came.
+            PoolTimeout: none came within ``timeout_s``.
+        """
+        budget = self._pool.timeout if timeout_s is None else timeout_s
+        until = self._clock() + budget
+        while True:
+            if self._stop_requested.is_set():
+                raise _StopRequestedError
+            remaining = until - self._clock()
+            try:
+                conn = self._pool.getconn(timeout=max(0.001, min(remaining, _STOP_SLICE_S)))
+                break
+            except PoolTimeout:
+                if remaining <= _STOP_SLICE_S:
+                    raise
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)
 
     def _failing(self, exc: BaseException, doing: str, *, since: float | None = None) -> None:
         """Note a transient failure (of work begun at ``since``, default now); past the
@@ -49,7 +88,7 @@ class _Recovery(_Polling):
             self._paused = True
             self._metrics.paused.labels(self._sink.name).set(1)
             self._consumer.pause(self._consumer.assignment())
-            logger.warning("database unavailable (%s): paused consumption, retrying", exc)
+            logger.warning("writing a batch failed (%s): paused consumption, retrying", exc)
         self._failing(exc, "batch")
         delay = self._config.backoff.delay(attempt)
         if deadline is not None:

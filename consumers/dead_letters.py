@@ -18,8 +18,10 @@ source record back once).
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,14 +86,29 @@ def dead_letter_topic(topic: str) -> str:
     return f"{topic}{DLQ_SUFFIX}"
 
 
-def dead_letter_max_bytes(admin: AdminClient, topics: list[str], *, timeout_s: float = 10) -> int:
+def dead_letter_max_bytes(
+    admin: AdminClient,
+    topics: list[str],
+    *,
+    timeout_s: float = 10,
+    stop: threading.Event | None = None,
+) -> int:
     """The largest record every one of ``topics`` accepts: their ``max.message.bytes``
-    where the broker tells, else Kafka's default."""
+    where the broker tells, else Kafka's default. A ``stop`` request ends the wait for
+    the broker (Kafka's default then): with the brokers away it would hold a SIGTERM
+    at start for ``timeout_s``."""
+    stop = stop or threading.Event()
     limits = []
     for topic in topics:
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
         try:
-            configs = admin.describe_configs([resource])[resource].result(timeout=timeout_s)
+            future = admin.describe_configs([resource])[resource]
+            until = time.monotonic() + timeout_s
+            while not future.done() and not stop.is_set() and time.monotonic() < until:
+                concurrent.futures.wait([future], timeout=min(0.25, timeout_s))
+            if not future.done():
+                raise TimeoutError
+            configs = future.result()
             limits.append(int(configs["max.message.bytes"].value))
         except (KafkaException, KeyError, ValueError, TypeError) as exc:
             logger.info(

@@ -76,8 +76,9 @@ from confluent_kafka import (
 )
 from psycopg_pool import ConnectionPool
 
-from consumers.batch_claims import _Claiming, _Refused, _StopRequestedError
+from consumers.batch_claims import _Claiming, _Refused
 from consumers.batch_commit import _Committing
+from consumers.batch_recovery import _StopRequestedError
 from consumers.batch_writer import _Batch, _Writer, _Written
 from consumers.dead_letters import DeadLetterError, DeadLetters
 from consumers.log_range import LogBounds, OffsetOutOfRange, OutOfRangePolicy
@@ -496,8 +497,10 @@ class BatchRuntime(_Claiming, _Committing):
         if self._failing_since is not None:
             try:
                 # A short wait: the loop (and a stop request) should not hang on a probe.
-                with self._pool.connection(timeout=_PROBE_TIMEOUT_S) as conn:
+                with self._connection(_PROBE_TIMEOUT_S) as conn:
                     conn.execute("SELECT 1")
+            except _StopRequestedError:
+                return  # the loop ends next; nothing was being done
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -508,6 +511,8 @@ class BatchRuntime(_Claiming, _Committing):
             if self._refused:
                 self._recheck_refused()
             self._check_positions()
+        except _StopRequestedError:
+            return
         except Exception as exc:
             if not is_transient(exc):
                 raise

@@ -82,6 +82,7 @@ def run_worker(
     sink: Sink | None = None,
     config: BatchConfig | None = None,
     on_runtime: Callable[[BatchRuntime], None] | None = None,
+    ready: Callable[[], bool] | None = None,
 ) -> ExitStatus:
     """Run one sink worker until ``stop`` is set or a SIGTERM/SIGINT arrives.
 
@@ -89,7 +90,9 @@ def run_worker(
     their own (e.g. the cache invalidation sink) to run it in the same batch runtime.
     ``config`` (how batches are cut, retried and drained) defaults to
     :meth:`BatchConfig.from_settings`. ``on_runtime`` is shown the runtime before it
-    runs (embedded workers ask it for readiness).
+    runs (embedded workers ask it for readiness). ``ready`` is one more condition of
+    ``/readyz``: a server the sink needs besides Kafka and Postgres (the invalidation
+    sink's Redis).
     """
     sink = sink or build_sink(options.sink)
     topics = list(options.topics or (topic_for(sink.event_type),))
@@ -123,7 +126,7 @@ def run_worker(
 
     # Dead letters as large as their topics accept (larger ones go as references).
     dlq_max_bytes = dead_letter_max_bytes(
-        kafka_admin(settings), [dead_letter_topic(t) for t in topics]
+        kafka_admin(settings), [dead_letter_topic(t) for t in topics], stop=stop
     )
     producer = kafka_producer(
         settings, **{"client.id": f"{me}-dlq", "message.max.bytes": dlq_max_bytes}
@@ -152,7 +155,9 @@ def run_worker(
             registry=registry,
             # Not ready while the brokers are reported unreachable, too (the runtime
             # itself only knows about the database).
-            ready=lambda: runtime.ready() and kafka_reachable(settings),
+            ready=lambda: (
+                runtime.ready() and kafka_reachable(settings) and (ready is None or ready())
+            ),
         ):
             if install_signal_handlers:  # the process is ours (not a thread in a test)
                 freeze_startup_objects()

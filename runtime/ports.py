@@ -34,10 +34,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from runtime.errors import ConfigError
+
 __all__ = [
     "ReadyFile",
     "announce_ready",
     "free_port",
+    "listen_on",
     "refused_port",
     "report_listening",
 ]
@@ -154,6 +157,29 @@ class ReadyFile:
         if self._own_dir:
             with contextlib.suppress(OSError):
                 self.path.parent.rmdir()
+
+
+def listen_on(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` (for ``uvicorn.Server.run(sockets=...)``);
+    :class:`~runtime.errors.ConfigError` saying why not, in one line with the fix.
+
+    Bound before the server starts: uvicorn binding it itself would start the app, log
+    the failure among its start-up and shutdown lines and exit 3.
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except socket.gaierror:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} (cannot resolve host) — check --host"
+        ) from None
+    except OSError as exc:
+        # create_server's message adds the address again: the errno's text is enough.
+        reason = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({reason}) — choose another --port or --host, "
+            "or stop what listens there"
+        ) from None
 
 
 def free_port(host: str = LOCALHOST) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -14,6 +15,20 @@ from schemas.events import EVENT_TYPES, Event
 
 TOPICS_FILE = Path(__file__).with_name("topics.yaml")
 DEAD_LETTER_SUFFIX = ".dlq"
+
+# Kafka's own rule for a topic name (kafka.common.internals.Topic): a broker refuses any
+# other, and some clients wait on it instead of failing.
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def check_topic_name(name: str) -> str:
+    """``name`` if Kafka accepts it as a topic name, else ``ValueError`` saying what is
+    expected (for names operators type: CLI options)."""
+    if not _TOPIC_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(
+            f"{name!r} is not a Kafka topic name: expected 1-249 of a-z A-Z 0-9 . _ - (not . or ..)"
+        )
+    return name
 
 
 @dataclass(frozen=True, slots=True)

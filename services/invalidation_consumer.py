@@ -20,6 +20,12 @@ Offsets commit only after Redis took the batch: a Redis failure raises
 treats as transient — it pauses, backs off and retries the same batch, never skips it.
 Replays are harmless: an invalidation never lowers a version.
 
+Readiness follows Redis as well as Kafka and Postgres: a :class:`RedisWatch` pings it
+every second — also while no event arrives, when nothing else would notice it is away —
+and hears how each batch went. Past ``SIDESTREAM_CONSUMER_RETRY_DEADLINE_S`` of failures
+``/readyz`` says 503 until Redis answers again; the outage is logged as one line naming
+Redis and the fix, repeated at most once a minute with a count.
+
 The sink writes no rows; ``write`` returns the number of tombstones written (keys whose
 entry was older than the event), which the runtime counts as its "rows".
 
@@ -35,7 +41,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import psycopg
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -43,13 +50,14 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from consumers import BatchConfig, ExitStatus, Record, WorkerOptions, run_worker
 from runtime import Settings
 from runtime.observability import PerRegistry
+from runtime.outages import LineLimiter, fix_hint
 from schemas import EntityChanged
 from services._loop import EventLoopThread
 from services.cache import CacheUnavailableError, VersionedCache, cache_redis
 from services.entities import collection_of, item_key
 from services.errors import InvalidationTimeoutError, InvalidationUnavailableError
 
-__all__ = ["InvalidationMetrics", "InvalidationSink", "run_invalidation_worker"]
+__all__ = ["InvalidationMetrics", "InvalidationSink", "RedisWatch", "run_invalidation_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +112,107 @@ class InvalidationMetrics(PerRegistry):
         )
 
 
+def _reason(exc: BaseException) -> str:
+    """Why Redis failed, in a few words ("connection refused", "timed out", …)."""
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(current, TimeoutError):
+            return "no answer in time"
+        current = current.__cause__ or current.__context__
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:1].lower() + text[1:].rstrip(".")
+
+
+class RedisWatch:
+    """Whether the cache's Redis answers, for readiness.
+
+    A daemon thread pings Redis (on the cache's event loop) every ``interval_s``; the sink
+    reports each batch (:meth:`answered`, :meth:`failed`). Not ready once Redis has been
+    failing for longer than ``retry_deadline_s`` (the deadline every worker uses), ready
+    again as soon as it answers. The first failure of an outage is logged as one line
+    with the fix; repeats within a minute are only counted.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache: VersionedCache,
+        loop: EventLoopThread,
+        address: str,
+        profile: Literal["local", "production"] = "local",
+        retry_deadline_s: float = 30.0,
+        interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cache = cache
+        self._loop = loop
+        self._address = address
+        self._hint = fix_hint(profile, "SIDESTREAM_REDIS_URL")
+        self._retry_deadline_s = retry_deadline_s
+        self._interval_s = interval_s
+        self._clock = clock
+        self._lines = LineLimiter(interval_s=60.0, clock=clock)
+        self._lock = threading.Lock()
+        self._failing_since: float | None = None
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Ping every ``interval_s`` on a daemon thread until :meth:`close`."""
+        self._thread = threading.Thread(target=self._watch, name="redis-watch", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def ready(self) -> bool:
+        with self._lock:
+            since = self._failing_since
+        return since is None or self._clock() - since <= self._retry_deadline_s
+
+    def answered(self) -> None:
+        """Redis took a command: the outage (if any) is over."""
+        with self._lock:
+            was_failing, self._failing_since = self._failing_since is not None, None
+        if was_failing:
+            logger.info("Redis at %s reachable again", self._address)
+
+    def failed(self, exc: BaseException) -> None:
+        """Redis failed a command (it is retried): log the outage once, note since when."""
+        with self._lock:
+            if self._failing_since is None:
+                self._failing_since = self._clock()
+        reason = _reason(exc)
+        suffix = self._lines.admit(("redis", reason))
+        if suffix is not None:
+            logger.warning(
+                "cannot reach Redis at %s (%s); retrying — %s%s",
+                self._address,
+                reason,
+                self._hint,
+                suffix,
+            )
+
+    async def _ping(self) -> None:
+        await self._cache.redis.ping()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self._interval_s):
+            try:
+                # The client's own timeouts (a quarter second) bound the ping.
+                self._loop.run(self._ping(), timeout=max(1.0, self._interval_s))
+            except Exception as exc:
+                if self._closed.is_set():
+                    return
+                self.failed(exc)
+            else:
+                self.answered()
+
+
 class InvalidationSink:
     """A :class:`consumers.Sink` that invalidates cache keys instead of writing rows.
 
@@ -115,6 +224,7 @@ class InvalidationSink:
         timeout_s: bound on one batch's Redis work; past it the batch fails (transient)
             and is retried.
         clock: wall-clock seconds, compared with the events' ``occurred_at``.
+        watch: told how each batch's Redis work went (readiness, the outage line).
     """
 
     def __init__(
@@ -125,6 +235,7 @@ class InvalidationSink:
         registry: CollectorRegistry = REGISTRY,
         timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        watch: RedisWatch | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
@@ -132,6 +243,7 @@ class InvalidationSink:
         self._loop = loop
         self._timeout_s = timeout_s
         self._clock = clock
+        self._watch = watch
         ns = cache.keys.namespace
         metrics = InvalidationMetrics.for_registry(registry)
         self._lag = metrics.lag.labels(ns)
@@ -188,6 +300,8 @@ class InvalidationSink:
             written = self._loop.run(self._apply(items, sorted(collections)), self._timeout_s)
         except CacheUnavailableError as exc:
             self._failures.labels(self._ns, "unavailable").inc()
+            if self._watch is not None:
+                self._watch.failed(exc)
             raise InvalidationUnavailableError(
                 f"cannot invalidate {len(items)} keys: {exc}",
                 keys=len(items),
@@ -195,11 +309,15 @@ class InvalidationSink:
             ) from exc
         except TimeoutError as exc:
             self._failures.labels(self._ns, "timeout").inc()
+            if self._watch is not None:
+                self._watch.failed(exc)
             raise InvalidationTimeoutError(
                 f"invalidating {len(items)} keys took longer than {self._timeout_s:.1f}s",
                 keys=len(items),
                 timeout_s=self._timeout_s,
             ) from exc
+        if self._watch is not None:
+            self._watch.answered()
         now = self._clock()
         for record in records:
             self._lag.observe(max(0.0, now - record.event.occurred_at.timestamp()))
@@ -276,13 +394,24 @@ def run_invalidation_worker(
 
     try:
         cache = loop.run(build(), timeout=10)
-        sink = InvalidationSink(cache=cache, loop=loop, registry=registry, timeout_s=timeout_s)
+        redis_url = urlsplit(settings.redis_url.get_secret_value())
+        watch = RedisWatch(
+            cache=cache,
+            loop=loop,
+            address=f"{redis_url.hostname or 'localhost'}:{redis_url.port or 6379}",
+            profile=settings.profile,
+            retry_deadline_s=settings.consumer_retry_deadline_s,
+        )
+        sink = InvalidationSink(
+            cache=cache, loop=loop, registry=registry, timeout_s=timeout_s, watch=watch
+        )
         options = WorkerOptions(
             sink=SINK_NAME,
             group_id=group_id,
             topics=tuple(topics) if topics else None,
             schema=schema,
         )
+        watch.start()
         try:
             return run_worker(
                 settings,
@@ -292,8 +421,10 @@ def run_invalidation_worker(
                 install_signal_handlers=install_signal_handlers,
                 sink=sink,
                 config=config,
+                ready=watch.ready,
             )
         finally:
+            watch.close()
 
             async def close() -> None:
                 await cache.aclose()

@@ -65,7 +65,9 @@ def bench(
     chosen = section or list(SECTIONS)
     unknown = [name for name in chosen if name not in SECTIONS]
     if unknown:
-        raise typer.BadParameter(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+        raise typer.BadParameter(
+            f"unknown section(s) {unknown}; choose from {list(SECTIONS)}", param_hint="'--section'"
+        )
     LocalStack(settings()).up()
     ctx = BenchContext(
         settings(), Sizes(quick=quick), console, profile_dir=out if profile else None

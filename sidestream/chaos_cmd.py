@@ -20,7 +20,7 @@ from devtools.chaos.runner import run_scenarios
 from devtools.chaos.scenario import SIZES, ChaosContext, Size
 from devtools.chaos.scenarios import SCENARIOS, describe
 from sidestream.context import console, settings
-from sidestream.errors import App
+from sidestream.errors import App, UsageError
 
 app = App(help="Fault scenarios on private stacks: kills, crashes, freezes, cut connections.")
 
@@ -52,7 +52,10 @@ def chaos(
     names = scenario or list(SCENARIOS)
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
-        raise typer.BadParameter(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
+        raise typer.BadParameter(
+            f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}",
+            param_hint="'--scenario'",
+        )
     # Printed first, so a run that dies still says how to reproduce it.
     run_seed = seed if seed is not None else random.SystemRandom().randrange(1_000_000)
     console.print(
@@ -93,8 +96,8 @@ def _size(quick: bool, size: str | None) -> Size:
     if size is None:
         return "quick" if quick else "full"
     if quick and size != "quick":
-        raise typer.BadParameter("--quick contradicts --size " + size)
+        raise UsageError("--quick contradicts --size " + size)
     for known in SIZES:
         if known == size:
             return known
-    raise typer.BadParameter(f"--size must be one of {', '.join(SIZES)}, not {size!r}")
+    raise typer.BadParameter(f"one of {', '.join(SIZES)}, not {size!r}", param_hint="'--size'")

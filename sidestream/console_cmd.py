@@ -21,6 +21,7 @@ from producers import EventPublisher
 from runtime import Settings
 from runtime.clients import postgres_connect
 from runtime.observability import targets_dir
+from runtime.ports import listen_on
 from services.api.keys import create_key, create_tenant, list_tenants
 from services.console import AuditTrail, ConsoleConfig, create_app, default_pipelines
 from services.console.keys import ApiKeyVerifier
@@ -55,7 +56,7 @@ def _local_keys(config: Settings, tenant: str, schema: str | None) -> tuple[str,
 @app.callback(invoke_without_command=True)
 def run(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8090,
     schema: SchemaOption = None,
     operator_tenant: Annotated[
         list[str] | None,
@@ -67,6 +68,7 @@ def run(
 ) -> None:
     """Serve the console until Ctrl-C; prints the URL (and, locally, a sign-in link)."""
     loaded = settings()
+    listening = listen_on(host, port)  # a port in use: one line, exit 2, before anything
     operators = frozenset(operator_tenant or ["ops"])
     local = loaded.profile == "local"
     verifier = ApiKeyVerifier(loaded, schema=schema)
@@ -97,6 +99,9 @@ def run(
             "(admin scope: operator; read: read-only)"
         )
     try:
-        uvicorn.run(web, host=host, port=port, log_level="warning")
+        uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning")).run(
+            sockets=[listening]
+        )
     finally:
+        listening.close()
         publisher.close(10)

@@ -16,12 +16,14 @@ app = App()
 
 @app.command()
 def demo(
-    events: Annotated[int, typer.Option(help="Events to publish directly.")] = 3000,
-    requests: Annotated[int, typer.Option(help="Mixed API requests after set-up.")] = 800,
+    events: Annotated[int, typer.Option(min=0, help="Events to publish directly.")] = 3000,
+    requests: Annotated[int, typer.Option(min=0, help="Mixed API requests after set-up.")] = 800,
     keep_stack: Annotated[
         bool, typer.Option(help="Leave Kafka/Postgres/Redis running afterwards.")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for everything to land.")] = 120,
+    timeout: Annotated[
+        float, typer.Option(min=1.0, help="Seconds to wait for everything to land.")
+    ] = 120,
 ) -> None:
     """Run the main job end to end on the local stack and print a summary."""
     try:

@@ -45,7 +45,7 @@ def check(
     try:
         report = run_checks(deploy_dir, areas=only or AREAS, kubernetes_version=kubernetes_version)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise typer.BadParameter(str(exc), param_hint="'--only'") from exc
     if require_promtool:
         report.findings = [
             Finding("error", f.check, f.subject, f.message)

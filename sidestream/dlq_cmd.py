@@ -10,7 +10,7 @@ and listed. ``--dry-run`` shows what would be sent.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -20,30 +20,53 @@ from consumers import dead_letter_topic
 from consumers.ops import (
     DeadLetter,
     LetterFilter,
+    OffsetRange,
     TopicReader,
     dead_letter_summary,
+    parse_time,
     redrive_dead_letters,
 )
 from runtime.clients import kafka_producer, postgres_connect
+from schemas.topics import check_topic_name
 from sidestream.context import console, err_console, settings
-from sidestream.errors import App, safe, schema_typed
+from sidestream.errors import App, checked, safe, schema_typed
 
 app = App(help="Dead-letter topics: show them, redrive fixed records.")
 
-TopicArg = Annotated[str, typer.Argument(help="Source topic (its dead letters: TOPIC.dlq).")]
+
+def _time(text: str) -> object:
+    return parse_time(text, now=datetime.now(UTC))
+
+
+_TOPIC = checked(check_topic_name)
+TopicArg = Annotated[
+    str,
+    typer.Argument(help="Source topic (its dead letters: TOPIC.dlq).", callback=_TOPIC),
+]
 DlqOpt = Annotated[
-    str | None, typer.Option("--dlq-topic", help="Dead-letter topic (default: TOPIC.dlq).")
+    str | None,
+    typer.Option("--dlq-topic", help="Dead-letter topic (default: TOPIC.dlq).", callback=_TOPIC),
 ]
 ClassOpt = Annotated[
     list[str] | None, typer.Option("--error-class", help="Only this error class (repeatable).")
 ]
 SinceOpt = Annotated[
-    str | None, typer.Option(help="Dead-lettered at or after (ISO 8601 or 2h, 1d, ...).")
+    str | None,
+    typer.Option(
+        help="Dead-lettered at or after (ISO 8601 or 2h, 1d, ...).", callback=checked(_time)
+    ),
 ]
-UntilOpt = Annotated[str | None, typer.Option(help="Dead-lettered before (ISO or relative).")]
+UntilOpt = Annotated[
+    str | None,
+    typer.Option(help="Dead-lettered before (ISO or relative).", callback=checked(_time)),
+]
 OffsetsOpt = Annotated[
     list[str] | None,
-    typer.Option("--offsets", help="Dead-letter positions P:O or P:A-B (repeatable)."),
+    typer.Option(
+        "--offsets",
+        help="Dead-letter positions P:O or P:A-B (repeatable).",
+        callback=checked(OffsetRange.parse),
+    ),
 ]
 MaxOpt = Annotated[int, typer.Option(min=0, help="Skip records already redriven this many times.")]
 SchemaOpt = Annotated[

@@ -7,7 +7,9 @@
 what happened                                              exit  line
 ========================================================  ====  ==============================
 a bad setting, an unknown librdkafka property, a bad      2     ``error: <what> — <fix>``
-option (e.g. ``--port 99999``, ``--schema 'a b'``)
+option value (e.g. ``--port 99999``, ``--schema 'a b'``,
+``--from-time yesterday``) or options that contradict
+each other
 Kafka, Postgres or Redis cannot be reached                 1     ``error: cannot reach <server>
                                                                  at <address> (<reason>) —
                                                                  <fix>``
@@ -31,7 +33,7 @@ import contextlib
 import logging
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -56,6 +58,8 @@ __all__ = [
     "App",
     "CliError",
     "SchemaOption",
+    "UsageError",
+    "checked",
     "explain",
     "keep_kafka_log",
     "reported_errors",
@@ -69,6 +73,10 @@ __all__ = [
 CONFIG_EXIT = 2
 #: Exit code of a server that is away, or an operator error.
 FAILURE_EXIT = 1
+
+#: Options that contradict each other (or one missing that another needs): exit 2, one
+#: line ending with where to read the usage.
+UsageError = click_errors.UsageError
 
 
 class CliError(Exception):
@@ -295,6 +303,28 @@ class App(typer.Typer):
             result = super().__call__(*args, **kwargs)
             sys.stdout.flush()
             raise SystemExit(result if isinstance(result, int) else 0)
+
+
+def checked(parse: Callable[[str], object]) -> Callable[[Any], Any]:
+    """typer callback: the option's value (or each value of a repeatable option), unchanged,
+    when ``parse`` accepts it; else a usage error naming the option with ``parse``'s
+    ``ValueError`` message — exit 2, before any server is contacted.
+
+    Use as ``typer.Option(callback=checked(parse_time_now))``: the command still parses
+    the text itself (where it needs the value), with the same function.
+    """
+
+    def check(value: Any) -> Any:
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if item is None:
+                continue
+            try:
+                parse(item)
+            except ValueError as exc:
+                raise typer.BadParameter(" ".join(str(exc).split())) from None
+        return value
+
+    return check
 
 
 def schema_option(value: str | None) -> str | None:

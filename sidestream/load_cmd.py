@@ -20,15 +20,17 @@ app = App(help="Generate load.")
 
 @app.callback(invoke_without_command=True)
 def load(
-    rate: Annotated[float, typer.Option(help="Events per second.")] = 1000,
-    count: Annotated[int | None, typer.Option(help="How many events in all.")] = None,
-    duration: Annotated[float | None, typer.Option(help="Or: for how many seconds.")] = None,
+    rate: Annotated[float, typer.Option(min=0.001, help="Events per second.")] = 1000,
+    count: Annotated[int | None, typer.Option(min=1, help="How many events in all.")] = None,
+    duration: Annotated[
+        float | None, typer.Option(min=0.001, help="Or: for how many seconds.")
+    ] = None,
     kind: Annotated[
         list[str] | None, typer.Option(help=f"Event kinds to mix (default all): {', '.join(KINDS)}")
     ] = None,
-    tenants: Annotated[int, typer.Option(help="Number of tenants.")] = 50,
+    tenants: Annotated[int, typer.Option(min=1, help="Number of tenants.")] = 50,
     skew: Annotated[
-        float, typer.Option(help="Zipf exponent of tenant popularity (0 = uniform).")
+        float, typer.Option(min=0.0, help="Zipf exponent of tenant popularity (0 = uniform).")
     ] = 1.1,
     seed: Annotated[int, typer.Option(help="Same seed, same stream.")] = 0,
 ) -> None:
@@ -36,7 +38,9 @@ def load(
     chosen = tuple(kind or KINDS)
     bad = [k for k in chosen if k not in KINDS]
     if bad:
-        raise typer.BadParameter(f"unknown kind(s) {bad}; choose from {', '.join(KINDS)}")
+        raise typer.BadParameter(
+            f"unknown kind(s) {bad}; choose from {', '.join(KINDS)}", param_hint="'--kind'"
+        )
     if count is None and duration is None:
         count = 10_000
     columns = (

@@ -3,6 +3,7 @@ manual retries of failed notifications."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 import typer
@@ -16,9 +17,19 @@ from consumers.delivery import (
 from consumers.delivery.admin import STATUSES
 from runtime.clients import postgres_connect
 from sidestream.context import console, settings
-from sidestream.errors import App, SchemaOption, safe
+from sidestream.errors import App, SchemaOption, UsageError, checked, safe
 
 app = App(help="Notification deliveries (email and webhooks).")
+
+
+def _notification_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a notification id: expected a UUID, as `notifications show` "
+            "lists them"
+        ) from None
 
 
 @app.command("show")
@@ -69,7 +80,11 @@ def show(
 @app.command("retry")
 def retry(
     ids: Annotated[
-        list[str] | None, typer.Argument(help="Notification ids to retry (failed ones only).")
+        list[str] | None,
+        typer.Argument(
+            help="Notification ids to retry (failed ones only).",
+            callback=checked(_notification_id),
+        ),
     ] = None,
     all_failed: Annotated[
         bool, typer.Option("--all", help="Retry every failed notification.")
@@ -78,7 +93,7 @@ def retry(
 ) -> None:
     """Make failed notifications pending again with a fresh attempt budget."""
     if bool(ids) == all_failed:
-        raise typer.BadParameter("give notification ids, or --all (not both)")
+        raise UsageError("give notification ids, or --all (not both)")
     config = settings()
     with postgres_connect(
         config, schema=schema or config.postgres_schema, autocommit=True, connect_timeout=10

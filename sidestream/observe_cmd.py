@@ -263,5 +263,5 @@ def add(
             targets_dir(Path(settings().stack_dir).resolve()), component, address, pid=pid
         )
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise typer.BadParameter(str(exc), param_hint="'ADDRESS'") from exc
     console.print(f"registered {component} at {address}: {path}")

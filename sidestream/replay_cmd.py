@@ -46,8 +46,10 @@ from consumers.ops import (
     ReplayProgress,
     ReplayRunner,
     StartAt,
+    ToOffset,
     TopicReader,
     park_other_partitions,
+    parse_time,
     plan_replay,
     prepare_shadow_schema,
     replay_target,
@@ -58,8 +60,9 @@ from consumers.ops import (
 from consumers.ops.positions import has_table, stored_offsets
 from runtime import Settings
 from runtime.clients import postgres_connect
+from schemas.topics import check_topic_name
 from sidestream.context import console, err_console, settings
-from sidestream.errors import App, safe, schema_typed, warn
+from sidestream.errors import App, UsageError, checked, safe, schema_typed, warn
 
 app = App(help="Replay a consumer group: reset offsets, re-run a sink, fill a shadow.")
 
@@ -70,9 +73,22 @@ def _partitions(text: str | None) -> list[int] | None:
     if not text:
         return None
     try:
-        return sorted({int(part) for part in text.split(",") if part.strip()})
+        chosen = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
-        raise ValueError(f"--partitions {text!r}: expected e.g. 0,2,5") from None
+        chosen = [-1]
+    if not chosen or chosen[0] < 0:
+        raise ValueError(f"{text!r}: expected partition numbers, e.g. 0,2,5")
+    return chosen
+
+
+def _time(text: str) -> object:
+    return parse_time(text, now=datetime.now(UTC))
+
+
+def _sink(name: str) -> str:
+    if name not in SINKS:
+        raise ValueError(f"unknown sink {name!r}; choose one of {', '.join(sorted(SINKS))}")
+    return name
 
 
 def _start_at(from_time: str | None, to_offset: str | None, from_beginning: bool) -> StartAt:
@@ -217,24 +233,41 @@ def replay(
         ),
     ] = None,
     topic: Annotated[
-        str | None, typer.Option(help="Topic (default: the sink's, from topics.yaml).")
+        str | None,
+        typer.Option(
+            help="Topic (default: the sink's, from topics.yaml).",
+            callback=checked(check_topic_name),
+        ),
     ] = None,
     partitions: Annotated[
-        str | None, typer.Option(help="Comma-separated partitions (default: all).")
+        str | None,
+        typer.Option(
+            help="Comma-separated partitions (default: all).", callback=checked(_partitions)
+        ),
     ] = None,
     from_time: Annotated[
         str | None,
-        typer.Option(help="Replay records stamped at or after this: ISO 8601 or 2h, 1h30m, 7d."),
+        typer.Option(
+            help="Replay records stamped at or after this: ISO 8601 or 2h, 1h30m, 7d.",
+            callback=checked(_time),
+        ),
     ] = None,
     to_offset: Annotated[
-        str | None, typer.Option(help="Replay from offset N (every partition) or P:N,P:N.")
+        str | None,
+        typer.Option(
+            help="Replay from offset N (every partition) or P:N,P:N.",
+            callback=checked(ToOffset.parse),
+        ),
     ] = None,
     from_beginning: Annotated[
         bool, typer.Option("--from-beginning", help="Replay everything still in the topic.")
     ] = False,
     sink: Annotated[
         str | None,
-        typer.Option(help=f"Then run this sink ({', '.join(sorted(SINKS))}) up to today's end."),
+        typer.Option(
+            help=f"Then run this sink ({', '.join(sorted(SINKS))}) up to today's end.",
+            callback=checked(_sink),
+        ),
     ] = None,
     target_schema: Annotated[
         str | None,
@@ -263,24 +296,26 @@ def replay(
 ) -> None:
     """Reset a consumer group to a time, an offset or the beginning; optionally re-run it."""
     config = settings()
-    if sink is not None and sink not in SINKS:
-        raise ValueError(f"unknown sink {sink!r}; choose one of {', '.join(sorted(SINKS))}")
-    if (target_schema or rate is not None) and sink is None:
-        raise ValueError("--target-schema and --rate need --sink (the sink to run)")
     live_schema = schema or config.postgres_schema
-    if target_schema is not None and target_schema == live_schema:
-        raise ValueError("the shadow schema must differ from the live one")
-    if sink is not None:
-        topic, group = replay_target(sink, group=group, topic=topic, shadow=target_schema)
-    if topic is None or group is None:
-        raise ValueError("--group and --topic are required without --sink")
+    try:
+        # Options that contradict each other are usage errors (exit 2), like a bad value.
+        if (target_schema or rate is not None) and sink is None:
+            raise ValueError("--target-schema and --rate need --sink (the sink to run)")
+        if target_schema is not None and target_schema == live_schema:
+            raise ValueError("the shadow schema must differ from the live one")
+        if sink is not None:
+            topic, group = replay_target(sink, group=group, topic=topic, shadow=target_schema)
+        if topic is None or group is None:
+            raise ValueError("--group and --topic are required without --sink")
+        if resume and (from_time or to_offset or from_beginning):
+            raise ValueError("--resume continues from the stored offsets: give no start point")
+        if resume and sink is None:
+            raise ValueError("--resume needs --sink (the sink to run)")
+        start = None if resume else _start_at(from_time, to_offset, from_beginning)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     offsets_schema = target_schema or live_schema
     wanted = _partitions(partitions)
-    start = None if resume else _start_at(from_time, to_offset, from_beginning)
-    if resume and (from_time or to_offset or from_beginning):
-        raise ValueError("--resume continues from the stored offsets: give no start point")
-    if resume and sink is None:
-        raise ValueError("--resume needs --sink (the sink to run)")
 
     with (
         postgres_connect(config, autocommit=True, connect_timeout=10) as conn,

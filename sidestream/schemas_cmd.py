@@ -106,6 +106,12 @@ def release_cmd(
 ) -> None:
     """Pin every unreleased vN.avsc in released.yaml, after checking it is compatible with the
     versions before it; refuses (exit 1) if a released version changed or disappeared."""
+    known = version_files(root)
+    if subject is not None and subject not in known:
+        raise typer.BadParameter(
+            f"unknown subject {subject!r}: the subjects are {', '.join(sorted(known))}",
+            param_hint="'SUBJECT'",
+        )
     try:
         released = release(root, subject)
     except (ReleaseRefusedError, SchemaError) as exc:

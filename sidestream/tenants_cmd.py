@@ -24,6 +24,8 @@ from services.api.keys import (
     KEY_PREFIX,
     Scope,
     TenancyError,
+    check_key_id,
+    check_tenant_id,
     create_key,
     create_tenant,
     list_keys,
@@ -31,7 +33,7 @@ from services.api.keys import (
     revoke_key,
 )
 from sidestream.context import console, err_console, settings
-from sidestream.errors import App
+from sidestream.errors import App, checked
 
 tenants_app = App(help="Tenants of the reference API.", no_args_is_help=True)
 keys_app = App(help="API keys of the reference API's tenants.", no_args_is_help=True)
@@ -47,6 +49,9 @@ SchemaOption = Annotated[
         callback=lambda v: _schema(v),
     ),
 ]
+
+
+_TENANT_ID = checked(check_tenant_id)
 
 
 def _schema(value: str | None) -> str | None:
@@ -89,7 +94,9 @@ def _database(schema: str | None) -> Iterator[psycopg.Connection[Any]]:
 
 @tenants_app.command("create")
 def tenants_create(
-    tenant: Annotated[str, typer.Argument(help="Tenant id: the {tenant} of API paths.")],
+    tenant: Annotated[
+        str, typer.Argument(help="Tenant id: the {tenant} of API paths.", callback=_TENANT_ID)
+    ],
     name: Annotated[str, typer.Option(help="A display name.")] = "",
     schema: SchemaOption = None,
 ) -> None:
@@ -120,7 +127,7 @@ def tenants_list(schema: SchemaOption = None) -> None:
 
 @keys_app.command("create")
 def keys_create(
-    tenant: Annotated[str, typer.Option(help="The tenant the key acts in.")],
+    tenant: Annotated[str, typer.Option(help="The tenant the key acts in.", callback=_TENANT_ID)],
     scope: Annotated[
         list[Scope] | None,
         typer.Option(
@@ -164,7 +171,9 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(
-    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="Only this tenant's keys.", callback=_TENANT_ID)
+    ] = None,
     schema: SchemaOption = None,
 ) -> None:
     """Keys by id (never their secrets), with scopes and status."""
@@ -187,8 +196,15 @@ def keys_list(
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key: Annotated[str, typer.Argument(help="The key id (or the key, or its ssk_<id> prefix).")],
-    tenant: Annotated[str | None, typer.Option(help="Only if the key is this tenant's.")] = None,
+    key: Annotated[
+        str,
+        typer.Argument(
+            help="The key id (or the key, or its ssk_<id> prefix).", callback=checked(check_key_id)
+        ),
+    ],
+    tenant: Annotated[
+        str | None, typer.Option(help="Only if the key is this tenant's.", callback=_TENANT_ID)
+    ] = None,
     schema: SchemaOption = None,
 ) -> None:
     """Revoke a key: every API process refuses it within SIDESTREAM_API_KEY_CACHE_TTL_S."""

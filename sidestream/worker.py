@@ -17,13 +17,20 @@ import typer
 from runtime.lifecycle import stop_on_signals
 from runtime.observability import announce_targets, targets_dir
 from runtime.production import check_production
+from schemas.topics import check_topic_name
 from services.workers import WORKERS, WorkerArgs, find_worker
 from sidestream.context import console, settings
-from sidestream.errors import App, SchemaOption, keep_kafka_log
+from sidestream.errors import App, SchemaOption, checked, keep_kafka_log
 
 logger = logging.getLogger(__name__)
 
 app = App(help="Run Sidestream workers.")
+
+
+def _group_id(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a consumer group id (not empty)")
+    return text
 
 
 @app.command("run")
@@ -31,10 +38,17 @@ def run(
     name: Annotated[str, typer.Argument(help=f"One of: {', '.join(sorted(WORKERS))}")],
     group: Annotated[
         str | None,
-        typer.Option(help="Consumer group (sink workers; default: sidestream.sink.NAME)."),
+        typer.Option(
+            help="Consumer group (sink workers; default: sidestream.sink.NAME).",
+            callback=checked(_group_id),
+        ),
     ] = None,
     topic: Annotated[
-        list[str] | None, typer.Option(help="Topic(s) to read (default: from topics.yaml).")
+        list[str] | None,
+        typer.Option(
+            help="Topic(s) to read (default: from topics.yaml).",
+            callback=checked(check_topic_name),
+        ),
     ] = None,
     schema: SchemaOption = None,
 ) -> None:
@@ -42,7 +56,7 @@ def run(
     try:
         worker = find_worker(name)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(str(exc), param_hint="'NAME'") from None
     stop = threading.Event()
     stop_on_signals(stop, log=logger)
     args = WorkerArgs(name, group, tuple(topic) if topic else None, schema)

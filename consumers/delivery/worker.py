@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -67,6 +67,32 @@ logger = logging.getLogger(__name__)
 _STOP_SLICE_S = 0.25  # how often a waiting worker looks at its (threading) stop event
 _RELEASE_TIMEOUT_S = 5.0  # shutdown: giving back a cancelled delivery's claim
 ListenerFactory = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
+T = TypeVar("T")
+
+
+class _StoppedError(Exception):
+    """Stop was requested while a call was still waiting (for the database)."""
+
+
+async def _unless_stopped(call: Awaitable[T], stop: threading.Event) -> T:
+    """``call``'s result, unless ``stop`` is set first: then it is cancelled and
+    :class:`_StoppedError` raised.
+
+    While Postgres is away a call waits for a pooled connection for the pool's whole
+    timeout (10 s), and a SIGTERM would wait with it. A call cancelled while it already
+    ran its transaction rolls back; one cancelled during COMMIT may leave its rows
+    claimed, and they are claimed again when the lease ends: late, never lost.
+    """
+    task = asyncio.ensure_future(call)
+    while True:
+        done, _pending = await asyncio.wait({task}, timeout=_STOP_SLICE_S)
+        if done:
+            return task.result()
+        if stop.is_set():
+            task.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+            raise _StoppedError
 
 
 class DeliveryWorker:
@@ -138,7 +164,7 @@ class DeliveryWorker:
         try:
             while not stop.is_set():
                 _raise_if_failed(helpers)
-                more = await self._claim_round()
+                more = await self._claim_round(stop)
                 if not more:
                     await self._wait(stop)
                 else:
@@ -159,7 +185,9 @@ class DeliveryWorker:
         attempt = 0
         while not stop.is_set():
             try:
-                await self._store.check_schema()
+                await _unless_stopped(self._store.check_schema(), stop)
+            except _StoppedError:
+                return False
             except (psycopg.Error, OSError) as exc:
                 if not is_transient(exc):
                     raise
@@ -177,14 +205,18 @@ class DeliveryWorker:
         while not stop.is_set() and (remaining := deadline - self._clock()) > 0:
             await asyncio.sleep(min(remaining, _STOP_SLICE_S))
 
-    async def _claim_round(self) -> bool:
+    async def _claim_round(self, stop: threading.Event) -> bool:
         """Claim and start deliveries; True if a full batch came back (more may be due)."""
         room = self._config.max_in_flight - len(self._tasks)
         if room <= 0:
             return False
         limit = min(room, self._config.claim_batch)
         try:
-            batch = await self._store.claim(limit=limit, exclude=self._limiter.saturated())
+            batch = await _unless_stopped(
+                self._store.claim(limit=limit, exclude=self._limiter.saturated()), stop
+            )
+        except _StoppedError:
+            return False  # the loop ends: nothing was claimed
         except (psycopg.Error, OSError) as exc:
             if not is_transient(exc):
                 raise

@@ -231,8 +231,10 @@ def build_live_app(
     app.timer(interval=max(0.5, options.source_idle_s / 2))(close_idle_windows)
 
     async def check_database() -> None:
-        # Readiness while no window closes: is Postgres there for the next write?
-        await asyncio.to_thread(writer.check)
+        # Readiness while no window closes: is Postgres there for the next write? Bounded
+        # below the interval: a check still waiting when the next is due makes mode log
+        # "Timer … is overlapping" at every round of an outage.
+        await asyncio.to_thread(writer.check, timeout_s=DATABASE_CHECK_INTERVAL_S / 2)
 
     app.timer(interval=DATABASE_CHECK_INTERVAL_S)(check_database)
 

@@ -40,7 +40,9 @@ __all__ = ["resolve_topics", "run_live_analytics"]
 logger = logging.getLogger(__name__)
 
 _POLL_S = 0.1
-_TOPICS_TIMEOUT_S = 5.0  # one metadata request while waiting for the brokers
+# One metadata request while waiting for the brokers: librdkafka cannot interrupt it,
+# so it is also how long a SIGTERM may wait (the attempts repeat, with backoff).
+_TOPICS_TIMEOUT_S = 2.0
 _TOPICS_RETRY_CAP_S = 10.0
 
 

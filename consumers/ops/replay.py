@@ -90,16 +90,22 @@ class ToOffset:
         Raises:
             ValueError: anything else.
         """
+        expected = f"{text!r}: expected an offset N (every partition) or P:N,P:N, all >= 0"
         try:
             if ":" not in text:
-                return cls(default=int(text))
-            pairs = []
-            for item in text.split(","):
-                partition, _, offset = item.partition(":")
-                pairs.append((int(partition), int(offset)))
-            return cls(per_partition=tuple(pairs))
+                parsed = cls(default=int(text))
+            else:
+                pairs = []
+                for item in text.split(","):
+                    partition, _, offset = item.partition(":")
+                    pairs.append((int(partition), int(offset)))
+                parsed = cls(per_partition=tuple(pairs))
         except ValueError:
-            raise ValueError(f"--to-offset {text!r}: expected N or P:N,P:N") from None
+            raise ValueError(expected) from None
+        numbers = [n for pair in parsed.per_partition for n in pair] + [parsed.default or 0]
+        if min(numbers) < 0:
+            raise ValueError(expected)
+        return parsed
 
     def offset_for(self, partition: int) -> int | None:
         return dict(self.per_partition).get(partition, self.default)

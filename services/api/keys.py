@@ -39,6 +39,8 @@ __all__ = [
     "Scope",
     "TenancyError",
     "TenantRecord",
+    "check_key_id",
+    "check_tenant_id",
     "create_key",
     "create_tenant",
     "fetch_key",
@@ -52,6 +54,7 @@ __all__ = [
 KEY_PREFIX = "ssk_"
 _KEY = re.compile(r"^ssk_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 _COLUMNS = "key_id, tenant_id, scopes, secret_hash, description, created_at, expires_at, revoked_at"
 
 
@@ -183,12 +186,31 @@ def _scopes(scopes: Iterable[str]) -> list[str]:
     return sorted(set(chosen))
 
 
-def create_tenant(conn: psycopg.Connection[Any], tenant_id: str, name: str = "") -> TenantRecord:
-    """Create a tenant (its id is the ``{tenant}`` of API paths)."""
+def check_tenant_id(tenant_id: str) -> str:
+    """``tenant_id`` if it is a valid tenant id, else :class:`TenancyError` (a
+    ``ValueError``) saying what is expected."""
     if not _TENANT.fullmatch(tenant_id):
         raise TenancyError(
-            f"tenant id {tenant_id!r} must be 1-64 of A-Z a-z 0-9 _ . - (letter first)"
+            f"tenant id {tenant_id!r} must be 1-64 of A-Z a-z 0-9 _ . - (letter or digit first)"
         )
+    return tenant_id
+
+
+def check_key_id(key: str) -> str:
+    """The key id (16 hex digits) of ``key``: an id, a whole key or its ``ssk_<id>``
+    prefix; else :class:`TenancyError` (a ``ValueError``) saying what is expected."""
+    key_id = key.removeprefix(KEY_PREFIX)[:16]
+    if not _KEY_ID.fullmatch(key_id):
+        raise TenancyError(
+            f"{key!r} is not a key id: expected 16 hex digits, the key, or ssk_<id> "
+            "(as `sidestream keys list` shows)"
+        )
+    return key_id
+
+
+def create_tenant(conn: psycopg.Connection[Any], tenant_id: str, name: str = "") -> TenantRecord:
+    """Create a tenant (its id is the ``{tenant}`` of API paths)."""
+    check_tenant_id(tenant_id)
     if len(name) > 200 or "\x00" in name:
         raise TenancyError("tenant name: at most 200 characters, no NUL")
     try:

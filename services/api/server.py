@@ -14,7 +14,7 @@ import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from runtime import Settings
-from runtime.ports import report_listening
+from runtime.ports import listen_on, report_listening
 from services.api.app import create_app
 from services.api.config import ApiConfig
 from services.api.context import RequestIdLogFilter
@@ -82,11 +82,13 @@ def serve(
 
     Returns normally once drained (so the process exits 0, like the workers), instead of
     uvicorn's default of re-raising the signal at the end. Call after
-    ``runtime.configure_logging``. Raises ``SystemExit(1)`` if the server did not start
-    (e.g. the port is taken). ``port=0`` binds any free port and reports it (as ``api``)
-    in the ready file of :mod:`runtime.ports`.
+    ``runtime.configure_logging``. Raises :class:`~runtime.ConfigError` (one line with
+    the fix) if ``host:port`` cannot be listened on, before the app starts, and
+    ``SystemExit(1)`` if the server did not start otherwise. ``port=0`` binds any free
+    port and reports it (as ``api``) in the ready file of :mod:`runtime.ports`.
     """
     install_request_id_logging()
+    listening = listen_on(host, port)
     server = _ReportingServer(_uvicorn_config(settings, host, port, config, registry))
 
     def request_exit(signum: int, _frame: FrameType | None) -> None:
@@ -98,8 +100,9 @@ def serve(
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, request_exit) for sig in _SIGNALS}
     try:
-        server.run()
+        server.run(sockets=[listening])
     finally:
+        listening.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not server.started:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -12,11 +14,12 @@ import psycopg
 from confluent_kafka import Message
 
 from consumers import DeadLetters, WorkerOptions, dead_letter_topic
+from consumers.dead_letters import DEFAULT_MAX_MESSAGE_BYTES, dead_letter_max_bytes
 from consumers.embedded import EmbeddedWorker
 from consumers.ops import DeadLetter
 from consumers.records import RawRecord, headers_of
 from runtime import Settings
-from runtime.clients import kafka_producer
+from runtime.clients import kafka_admin, kafka_producer
 from schemas import ChangeKind, EntityChanged, EventSerializer
 from tests.consumers.support import count_rows, produce, read_all
 from tests.support.events import audit_event
@@ -188,3 +191,26 @@ def test_a_producer_limit_below_the_estimate_still_gets_a_reference(
     (letter,) = read_all(stack_settings, dead_letter_topic(topic), expect=1)
     assert _dlq_headers(letter)["sidestream.dlq.truncated"] == b"true"
     assert letter.value() == value[:1024]
+
+
+def test_a_stop_request_ends_the_wait_for_max_message_bytes(stack_settings: Settings) -> None:
+    """With the brokers away, reading the dead-letter topics' limit at a worker's start
+    would hold a SIGTERM for its whole timeout: a stop request ends the wait."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        away = stack_settings.model_copy(
+            update={"kafka_bootstrap_servers": f"127.0.0.1:{holder.getsockname()[1]}"}
+        )
+        stop = threading.Event()
+        found: list[int] = []
+        reader = threading.Thread(
+            target=lambda: found.append(
+                dead_letter_max_bytes(kafka_admin(away), ["t.dlq"], timeout_s=60, stop=stop)
+            ),
+            daemon=True,
+        )
+        reader.start()
+        stop.set()
+        reader.join(timeout=10)  # generous next to the 60 s it would wait
+    assert not reader.is_alive()
+    assert found == [DEFAULT_MAX_MESSAGE_BYTES]

@@ -19,9 +19,10 @@ and stops on ``close()``.
 The per-message callback librdkafka runs only queues the report; the bookkeeping (counters,
 the latency histogram, failure logging, the ``on_delivery`` callback) is done for the whole
 batch right after each ``poll()`` and at the end of ``flush()`` and ``close()``, so the
-metrics are complete whenever ``flush()`` returns. Booked one by one (a labelled counter
-increment and a histogram observation per message, each taking a lock) it cost ~3.5 µs of
-CPU per event under the GIL, as much as librdkafka's own work for the message.
+metrics are complete whenever ``flush()`` returns. Booked one by one inside the callback (a
+labelled counter increment and a histogram observation per message, each taking a lock,
+~2 µs) the poll thread held the GIL for whole bursts of reports, stalling ``publish()``
+callers (p99.9 of one call 1.1 ms in the publish bench; 0.15 ms booked in batches).
 
 Failed deliveries are counted, logged with the event id and topic, and passed to the
 ``on_delivery`` callback. Use the transactional outbox (`producers.Outbox`) when an event

@@ -16,9 +16,10 @@ happened to publish, and would serve nothing at all while no one publishes (leav
 ``publish_confirmed`` waiters hanging). The thread sleeps inside librdkafka (GIL released)
 and stops on ``close()``.
 
-The per-message callback librdkafka runs only queues the report; the bookkeeping (counters,
-the latency histogram, failure logging, the ``on_delivery`` callback) is done for the whole
-batch right after each ``poll()`` and at the end of ``flush()`` and ``close()``, so the
+The per-message callback librdkafka runs only queues the report, and ``publish()`` only
+queues the topic; the bookkeeping (the published, delivered and failed counters, the latency
+histogram, failure logging, the ``on_delivery`` callback) is done for the whole batch right
+after each ``poll()`` and at the end of ``flush()`` and ``close()``, so the
 metrics are complete whenever ``flush()`` returns. Booked one by one inside the callback (a
 labelled counter increment and a histogram observation per message, each taking a lock,
 ~2 µs) the poll thread held the GIL for whole bursts of reports, stalling ``publish()``
@@ -211,6 +212,8 @@ class EventPublisher:
         # Reports queued by librdkafka's callbacks (deque operations are atomic), booked in
         # batches by _book_reports() under _book_lock; bounded by the messages in flight.
         self._reports: collections.deque[_Report] = collections.deque()
+        # The topic of each queued message, counted into `published` with the reports.
+        self._queued_topics: collections.deque[str] = collections.deque()
         self._book_lock = threading.Lock()
 
         self._generation = 0
@@ -298,10 +301,9 @@ class EventPublisher:
                 topic=topic,
                 event_id=event.event_id,
             ) from exc
-        counter = self._published.get(topic)
-        if counter is None:
-            counter = self._child(self._metrics.published, self._published, topic)
-        counter.inc()
+        # Counted with the delivery reports (a labelled counter's inc() takes a lock: ~0.5 µs,
+        # 8% of this call); the deque append is atomic and ~40 ns.
+        self._queued_topics.append(topic)
 
     def check_brokers(self, timeout: float = 5.0) -> None:
         """Wait up to `timeout` seconds for the brokers to answer a metadata request.
@@ -451,11 +453,13 @@ class EventPublisher:
         """Count, observe and log the queued delivery reports, then pass them to the
         publisher's ``on_delivery`` callback (outside the lock: it may call ``flush()``)."""
         reports = self._reports
-        if not reports:
+        if not reports and not self._queued_topics:
             return
         delivered: dict[str, int] = {}
         passed: list[DeliveryReport] = []
         with self._book_lock:
+            # Published first: a message is counted as published before its report.
+            self._book_published()
             # Runs after poll()/flush(): an exception here would surface in whoever polled.
             for _ in range(len(reports)):
                 generation, error, message = reports.popleft()
@@ -488,6 +492,20 @@ class EventPublisher:
                     self._user_callback(report)
                 except Exception:
                     logger.exception("on_delivery callback of the publisher raised")
+
+    def _book_published(self) -> None:
+        queued = self._queued_topics
+        published: dict[str, int] = {}
+        try:
+            for _ in range(len(queued)):
+                topic = queued.popleft()
+                published[topic] = published.get(topic, 0) + 1
+        finally:
+            for topic, count in published.items():
+                counter = self._published.get(topic)
+                if counter is None:
+                    counter = self._child(self._metrics.published, self._published, topic)
+                counter.inc(count)
 
     def _on_failure(self, generation: int, error: KafkaError, message: Message) -> None:
         topic = message.topic() or ""

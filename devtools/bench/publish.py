@@ -3,7 +3,7 @@
 Two numbers matter:
 
 - the cost of one ``publish()`` call as the caller sees it (validation, Avro encoding,
-  ``produce()`` into the local queue, the counter), per call: median and p99;
+  ``produce()`` into the local queue, counting), per call: median and p99;
 - delivered throughput: events acknowledged by the broker per second, from the first
   publish to the end of ``flush()``, next to the raw ``Producer.produce`` of the same,
   pre-encoded values with the same producer config, keys and topic (the ratio is what

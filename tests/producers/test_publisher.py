@@ -256,15 +256,15 @@ def test_delivery_reports_reach_the_callback_with_the_event_id(
 def test_every_report_is_booked_when_flush_returns(
     stack_settings: Settings, make_topic: Callable[..., str], registry: CollectorRegistry
 ) -> None:
-    # Reports are queued by librdkafka's callback and booked in batches: flush() books what
+    # Reports (and published topics) are queued and booked in batches: flush() books what
     # it served, and the callback runs after its report is counted.
     topics = [make_topic(), make_topic()]
     counts = {topics[0]: 30, topics[1]: 12}
     seen: list[tuple[str, float]] = []
 
-    def delivered(topic: str) -> float:
+    def delivered(topic: str, series: str = "delivered") -> float:
         value = registry.get_sample_value(
-            "sidestream_events_delivered_total", {"producer": "booked", "topic": topic}
+            f"sidestream_events_{series}_total", {"producer": "booked", "topic": topic}
         )
         return value or 0.0
 
@@ -279,6 +279,7 @@ def test_every_report_is_booked_when_flush_returns(
                 publisher.publish(_valid_audit(), topic=topic)
         assert publisher.flush(15) == 0
         assert {topic: delivered(topic) for topic in topics} == counts
+        assert {topic: delivered(topic, "published") for topic in topics} == counts
         latency_count = registry.get_sample_value(
             "sidestream_delivery_latency_seconds_count", {"producer": "booked"}
         )

@@ -16,6 +16,15 @@ happened to publish, and would serve nothing at all while no one publishes (leav
 ``publish_confirmed`` waiters hanging). The thread sleeps inside librdkafka (GIL released)
 and stops on ``close()``.
 
+The per-message callback librdkafka runs only queues the report, and ``publish()`` only
+queues the topic; the bookkeeping (the published, delivered and failed counters, the latency
+histogram, failure logging, the ``on_delivery`` callback) is done for the whole batch right
+after each ``poll()`` and at the end of ``flush()`` and ``close()``, so the
+metrics are complete whenever ``flush()`` returns. Booked one by one inside the callback (a
+labelled counter increment and a histogram observation per message, each taking a lock,
+~2 µs) the poll thread held the GIL for whole bursts of reports, stalling ``publish()``
+callers (p99.9 of one call 1.1 ms in the publish bench; 0.15 ms booked in batches).
+
 Failed deliveries are counted, logged with the event id and topic, and passed to the
 ``on_delivery`` callback. Use the transactional outbox (`producers.Outbox`) when an event
 must not be lost; this publisher is for events whose loss is tolerable but must be seen.
@@ -27,6 +36,7 @@ as failed.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import functools
@@ -114,6 +124,42 @@ class _FailureLog:
         self._window_start, self._logged, self._suppressed = now, 0, 0
 
 
+class _LatencyBatch:
+    """Delivery latencies counted into a histogram child's buckets in bulk.
+
+    ``Histogram.observe`` takes the bucket lock and walks the bounds in Python (~1.2 µs) per
+    message; here each latency is one C bisect and the child is updated once per batch, with
+    exactly what ``observe`` would have counted (the first bucket whose bound is >= the value).
+    It writes the child's private ``_buckets``/``_sum`` values (prometheus_client has no bulk
+    observe); tests/producers/test_publisher.py checks the result against ``observe``.
+    """
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self._bounds: list[float] = list(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def add(self, seconds: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, seconds)] += 1
+        self._sum += seconds
+
+    def flush(self) -> None:
+        """Add what was counted to the histogram, and start over."""
+        counts = self._counts
+        if not any(counts):
+            return
+        for index, count in enumerate(counts):
+            if count:
+                self._child._buckets[index].inc(count)
+        self._child._sum.inc(self._sum)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+
+_Report = tuple[int, KafkaError | None, Message]
+
+
 class EventPublisher:
     """Publishes typed events to Kafka; one per process, safe to share between threads.
 
@@ -155,7 +201,7 @@ class EventPublisher:
 
         metrics = PublisherMetrics.for_registry(registry)
         self._metrics = metrics
-        self._latency = metrics.delivery_latency.labels(producer)
+        self._latency = _LatencyBatch(metrics.delivery_latency.labels(producer))
         self._rebuilds = metrics.producer_rebuilds.labels(producer)
         # Pre-bound label children, per topic: the hot path does one dict lookup.
         self._published: dict[str, Any] = {}
@@ -163,6 +209,12 @@ class EventPublisher:
         self._failed: dict[str, Any] = {}
         self._topics: dict[type[Event], str] = {}
         self._failure_log = _FailureLog()
+        # Reports queued by librdkafka's callbacks (deque operations are atomic), booked in
+        # batches by _book_reports() under _book_lock; bounded by the messages in flight.
+        self._reports: collections.deque[_Report] = collections.deque()
+        # The topic of each queued message, counted into `published` with the reports.
+        self._queued_topics: collections.deque[str] = collections.deque()
+        self._book_lock = threading.Lock()
 
         self._generation = 0
         self._producer = self._new_producer()
@@ -249,10 +301,9 @@ class EventPublisher:
                 topic=topic,
                 event_id=event.event_id,
             ) from exc
-        counter = self._published.get(topic)
-        if counter is None:
-            counter = self._child(self._metrics.published, self._published, topic)
-        counter.inc()
+        # Counted with the delivery reports (a labelled counter's inc() takes a lock: ~0.5 µs,
+        # 8% of this call); the deque append is atomic and ~40 ns.
+        self._queued_topics.append(topic)
 
     def check_brokers(self, timeout: float = 5.0) -> None:
         """Wait up to `timeout` seconds for the brokers to answer a metadata request.
@@ -288,6 +339,9 @@ class EventPublisher:
         for old, _ in list(self._retired):
             with contextlib.suppress(RuntimeError):  # closed meanwhile: nothing left in it
                 remaining += old.flush(max(0.0, deadline - time.monotonic()))
+        # flush() served the reports; book them now, so the metrics and callbacks are
+        # complete when it returns.
+        self._book_reports()
         return int(remaining)
 
     def close(self, timeout: float = 10.0) -> int:
@@ -315,6 +369,7 @@ class EventPublisher:
                 producer.purge()
                 producer.poll(0)  # report the purged messages as failed
             producer.close()
+        self._book_reports()
         # Release the gauge's reference to this publisher.
         self._metrics.queue_depth.labels(self._name).set_function(lambda: 0)
         return remaining
@@ -346,6 +401,7 @@ class EventPublisher:
     ) -> None:
         # Serve pending reports once (frees queue slots of delivered messages), retry once.
         self._producer.poll(0)
+        self._book_reports()
         try:
             if on_delivery is None:
                 self._produce(topic, value, key, headers=headers)
@@ -377,7 +433,10 @@ class EventPublisher:
         generation = self._generation
 
         def report(error: KafkaError | None, message: Message) -> None:
-            self._on_delivery(generation, error, message)
+            # A per-message callback replaces the producer's: book this report (and any
+            # queued before it) first, so the metrics include it when `callback` runs.
+            self._reports.append((generation, error, message))
+            self._book_reports()
             try:
                 callback(DeliveryReport.from_message(error, message))
             except Exception:
@@ -386,34 +445,79 @@ class EventPublisher:
         return report
 
     def _on_delivery(self, generation: int, error: KafkaError | None, message: Message) -> None:
-        # Runs inside poll()/flush(): an exception here would surface in whoever polled.
+        # librdkafka calls this once per message, taking the GIL each time: only queue the
+        # report (booked in batches by _book_reports, right after the poll that served it).
+        self._reports.append((generation, error, message))
+
+    def _book_reports(self) -> None:
+        """Count, observe and log the queued delivery reports, then pass them to the
+        publisher's ``on_delivery`` callback (outside the lock: it may call ``flush()``)."""
+        reports = self._reports
+        if not reports and not self._queued_topics:
+            return
+        delivered: dict[str, int] = {}
+        passed: list[DeliveryReport] = []
+        with self._book_lock:
+            # Published first: a message is counted as published before its report.
+            self._book_published()
+            # Runs after poll()/flush(): an exception here would surface in whoever polled.
+            for _ in range(len(reports)):
+                generation, error, message = reports.popleft()
+                try:
+                    if error is None:
+                        topic = message.topic() or ""
+                        delivered[topic] = delivered.get(topic, 0) + 1
+                        latency = message.latency()
+                        if latency is not None:
+                            self._latency.add(latency)
+                    else:
+                        self._on_failure(generation, error, message)
+                    if self._user_callback is not None:
+                        passed.append(DeliveryReport.from_message(error, message))
+                except Exception:
+                    logger.exception("delivery report handling raised")
+            try:
+                for topic, count in delivered.items():
+                    counter = self._delivered.get(topic)
+                    if counter is None:
+                        counter = self._child(self._metrics.delivered, self._delivered, topic)
+                    counter.inc(count)
+                    self._delivered_total += count
+                self._latency.flush()
+            except Exception:
+                logger.exception("delivery report handling raised")
+        if self._user_callback is not None:
+            for report in passed:
+                try:
+                    self._user_callback(report)
+                except Exception:
+                    logger.exception("on_delivery callback of the publisher raised")
+
+    def _book_published(self) -> None:
+        queued = self._queued_topics
+        published: dict[str, int] = {}
         try:
-            topic = message.topic() or ""
-            if error is None:
-                self._delivered_total += 1
-                counter = self._delivered.get(topic)
+            for _ in range(len(queued)):
+                topic = queued.popleft()
+                published[topic] = published.get(topic, 0) + 1
+        finally:
+            for topic, count in published.items():
+                counter = self._published.get(topic)
                 if counter is None:
-                    counter = self._child(self._metrics.delivered, self._delivered, topic)
-                counter.inc()
-                latency = message.latency()
-                if latency is not None:
-                    self._latency.observe(latency)
-            else:
-                counter = self._failed.get(topic)
-                if counter is None:
-                    counter = self._child(self._metrics.failed, self._failed, topic)
-                counter.inc()
-                value = message.value()
-                event_id = event_id_of(value) if isinstance(value, bytes) else None
-                self._failure_log.failed(event_id, topic, error)
-                if generation == self._generation and (
-                    error.fatal() or error.code() in _FENCING_ERRORS
-                ):
-                    self._needs_rebuild.set()
-            if self._user_callback is not None:
-                self._user_callback(DeliveryReport.from_message(error, message))
-        except Exception:
-            logger.exception("delivery report handling raised")
+                    counter = self._child(self._metrics.published, self._published, topic)
+                counter.inc(count)
+
+    def _on_failure(self, generation: int, error: KafkaError, message: Message) -> None:
+        topic = message.topic() or ""
+        counter = self._failed.get(topic)
+        if counter is None:
+            counter = self._child(self._metrics.failed, self._failed, topic)
+        counter.inc()
+        value = message.value()
+        event_id = event_id_of(value) if isinstance(value, bytes) else None
+        self._failure_log.failed(event_id, topic, error)
+        if generation == self._generation and (error.fatal() or error.code() in _FENCING_ERRORS):
+            self._needs_rebuild.set()
 
     def _on_error(self, generation: int, error: KafkaError) -> None:
         if error.fatal():
@@ -435,6 +539,7 @@ class EventPublisher:
         while not self._stopping.is_set():
             try:
                 self._producer.poll(self._poll_interval_s)
+                self._book_reports()
                 now = time.monotonic()
                 if now >= next_sample:
                     self._rate_samples.append((now, self._delivered_total))
@@ -485,12 +590,14 @@ class EventPublisher:
         keep = []
         for old, deadline in self._retired:
             old.poll(0)
+            self._book_reports()
             if len(old) and now < deadline:
                 keep.append((old, deadline))
                 continue
             if len(old):
                 old.purge()
                 old.poll(0)
+                self._book_reports()
             old.close()
         self._retired = keep
 

@@ -26,6 +26,8 @@ from producers import (
     PublisherClosedError,
 )
 from producers.delivery import event_id_of
+from producers.metrics import PublisherMetrics
+from producers.publisher import _LatencyBatch
 from runtime import Settings
 from runtime.clients import producer_config
 from schemas import (
@@ -249,6 +251,70 @@ def test_delivery_reports_reach_the_callback_with_the_event_id(
     )
     assert latency_count == len(events)
     assert registry.get_sample_value("sidestream_producer_queue_depth", {"producer": "cb"}) == 0
+
+
+def test_every_report_is_booked_when_flush_returns(
+    stack_settings: Settings, make_topic: Callable[..., str], registry: CollectorRegistry
+) -> None:
+    # Reports (and published topics) are queued and booked in batches: flush() books what
+    # it served, and the callback runs after its report is counted.
+    topics = [make_topic(), make_topic()]
+    counts = {topics[0]: 30, topics[1]: 12}
+    seen: list[tuple[str, float]] = []
+
+    def delivered(topic: str, series: str = "delivered") -> float:
+        value = registry.get_sample_value(
+            f"sidestream_events_{series}_total", {"producer": "booked", "topic": topic}
+        )
+        return value or 0.0
+
+    def on_delivery(report: DeliveryReport) -> None:
+        seen.append((report.topic, delivered(report.topic)))
+
+    with EventPublisher(
+        settings=stack_settings, registry=registry, producer="booked", on_delivery=on_delivery
+    ) as publisher:
+        for topic, count in counts.items():
+            for _ in range(count):
+                publisher.publish(_valid_audit(), topic=topic)
+        assert publisher.flush(15) == 0
+        assert {topic: delivered(topic) for topic in topics} == counts
+        assert {topic: delivered(topic, "published") for topic in topics} == counts
+        latency_count = registry.get_sample_value(
+            "sidestream_delivery_latency_seconds_count", {"producer": "booked"}
+        )
+        assert latency_count == sum(counts.values())
+        assert len(seen) == sum(counts.values())
+        assert all(count >= 1 for _, count in seen)
+
+
+def test_latencies_booked_in_bulk_match_observe_one_by_one() -> None:
+    # Bucket bounds exactly (le is inclusive), between them, zero, and past the last bound.
+    latencies = [0.0, 0.001, 0.0011, 0.0025, 0.004, 0.005, 0.2, 1.0, 29.9, 30.0, 31.0, 400.0]
+    one_by_one, in_bulk = CollectorRegistry(), CollectorRegistry()
+    child = PublisherMetrics.for_registry(one_by_one).delivery_latency.labels("p")
+    for latency in latencies:
+        child.observe(latency)
+    batch = _LatencyBatch(PublisherMetrics.for_registry(in_bulk).delivery_latency.labels("p"))
+    for latency in latencies[:5]:
+        batch.add(latency)
+    batch.flush()
+    batch.flush()  # nothing new: adds nothing
+    for latency in latencies[5:]:
+        batch.add(latency)
+    batch.flush()
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {
+            (sample.name, sample.labels.get("le", "")): sample.value
+            for family in registry.collect()
+            if family.name == "sidestream_delivery_latency_seconds"
+            for sample in family.samples
+            if not sample.name.endswith("_created")
+        }
+
+    assert samples(in_bulk) == samples(one_by_one)
+    assert samples(in_bulk)[("sidestream_delivery_latency_seconds_count", "")] == len(latencies)
 
 
 def test_the_event_id_is_read_from_either_framing() -> None:

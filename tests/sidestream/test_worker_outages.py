@@ -167,6 +167,17 @@ def test_every_worker_with_kafka_away_retries_and_is_not_ready(
     assert "cannot reach Kafka" in next(line for line in lines if str(dead_port) in line)
 
 
+def _own_topic_and_group(
+    name: str, make_topic: Callable[..., str], unique: Callable[[str], str]
+) -> tuple[str, ...]:
+    """A reading worker's topic and group of its own: assigned, so it claims; and out of
+    the default groups on the shared broker, where it would hold up the group joins of
+    tests running beside it (the demo's workers once waited two minutes for partitions)."""
+    if name not in _READERS:
+        return ()
+    return ("--topic", make_topic(partitions=1), "--group", unique("g"))
+
+
 @pytest.mark.parametrize("name", sorted(WORKERS))
 def test_every_worker_with_postgres_away_retries_and_is_not_ready(
     tmp_path: Path,
@@ -176,9 +187,7 @@ def test_every_worker_with_postgres_away_retries_and_is_not_ready(
     dead_port: int,
     name: str,
 ) -> None:
-    args: tuple[str, ...] = ()
-    if name in _READERS:  # a topic of its own, so that it is assigned and claims
-        args = ("--topic", make_topic(partitions=1), "--group", unique("g"))
+    args = _own_topic_and_group(name, make_topic, unique)
     settings = {
         **live_servers(stack_settings),
         "postgres_dsn": f"postgresql://postgres@127.0.0.1:{dead_port}/sidestream",
@@ -200,12 +209,7 @@ def test_sigterm_while_waiting_for_postgres_exits_promptly(
 ) -> None:
     """SIGTERM as soon as the worker says Postgres is away — while its first call still
     waits for a pooled connection (10 s) — ends that wait: exit 0 within ``_EXIT_S``."""
-    args: tuple[str, ...] = ()
-    if name in _READERS:
-        # A topic and group of its own: in the workers' default groups on the shared
-        # broker it would hold up the group joins of tests running beside it (the demo's
-        # workers waited two minutes for an assignment once).
-        args = ("--topic", make_topic(partitions=1), "--group", unique("g"))
+    args = _own_topic_and_group(name, make_topic, unique)
     settings = {
         **live_servers(stack_settings),
         "postgres_dsn": f"postgresql://postgres@127.0.0.1:{dead_port}/sidestream",

@@ -178,6 +178,14 @@ def _own_topic_and_group(
     return ("--topic", make_topic(partitions=1), "--group", unique("g"))
 
 
+def _postgres_away(stack_settings: Settings, dead_port: int) -> dict[str, Any]:
+    """The live servers' settings, with Postgres at a port where nothing listens."""
+    return {
+        **live_servers(stack_settings),
+        "postgres_dsn": f"postgresql://postgres@127.0.0.1:{dead_port}/sidestream",
+    }
+
+
 @pytest.mark.parametrize("name", sorted(WORKERS))
 def test_every_worker_with_postgres_away_retries_and_is_not_ready(
     tmp_path: Path,
@@ -188,10 +196,7 @@ def test_every_worker_with_postgres_away_retries_and_is_not_ready(
     name: str,
 ) -> None:
     args = _own_topic_and_group(name, make_topic, unique)
-    settings = {
-        **live_servers(stack_settings),
-        "postgres_dsn": f"postgresql://postgres@127.0.0.1:{dead_port}/sidestream",
-    }
+    settings = _postgres_away(stack_settings, dead_port)
     unready, code, lines = _watch_worker(tmp_path, name, args, settings, exit_within_s=_EXIT_S)
     assert unready, "".join(lines)
     assert code == 0, "".join(lines)  # None: SIGTERM waited on the database
@@ -210,10 +215,7 @@ def test_sigterm_while_waiting_for_postgres_exits_promptly(
     """SIGTERM as soon as the worker says Postgres is away — while its first call still
     waits for a pooled connection (10 s) — ends that wait: exit 0 within ``_EXIT_S``."""
     args = _own_topic_and_group(name, make_topic, unique)
-    settings = {
-        **live_servers(stack_settings),
-        "postgres_dsn": f"postgresql://postgres@127.0.0.1:{dead_port}/sidestream",
-    }
+    settings = _postgres_away(stack_settings, dead_port)
     worker = _Worker(tmp_path, name, args, settings)
     try:
         said = worker.wait_for(lambda: "cannot reach Postgres" in worker.text)
